@@ -1,0 +1,66 @@
+"""Cross-process refresh locks.
+
+With Redis configured, a Redis lock (with an expiry, so a process killed mid-refresh
+cannot wedge the others) coordinates every worker and replica. Without Redis, or
+while Redis is down, the store's own lock serves: a file lock for the file store, an
+advisory lock for Postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from .errors import TokenStoreError
+from .store.base import TokenStore
+
+log = logging.getLogger(__name__)
+
+REDIS_KEY_PREFIX = "litellm:claude_oauth"
+
+
+class RefreshLock(Protocol):
+    def __call__(self, account: str) -> AbstractAsyncContextManager[None]: ...
+
+
+class StoreLock:
+    def __init__(self, store: TokenStore):
+        self._store = store
+
+    def __call__(self, account: str) -> AbstractAsyncContextManager[None]:
+        return self._store.lock(account)
+
+
+class RedisLock:
+    """redis-py's lock, falling back to the store's lock when Redis cannot be reached."""
+
+    def __init__(self, redis: Any, fallback: TokenStore, *, ttl: float = 30.0, wait: float = 35.0):
+        self._redis = redis
+        self._fallback = fallback
+        self._ttl = ttl
+        self._wait = wait
+
+    @contextlib.asynccontextmanager
+    async def __call__(self, account: str) -> AsyncIterator[None]:
+        from redis.exceptions import LockError, RedisError
+
+        lock = self._redis.lock(f"{REDIS_KEY_PREFIX}:refresh:{account}", timeout=self._ttl, blocking_timeout=self._wait)
+        try:
+            acquired = await lock.acquire()
+        except RedisError as exc:
+            log.warning("Redis unavailable for the refresh lock (%s); using the store's lock", type(exc).__name__)
+            async with self._fallback.lock(account):
+                yield
+            return
+        if not acquired:
+            raise TokenStoreError(f"timed out after {self._wait:.0f}s waiting for the refresh lock for '{account}'")
+        try:
+            yield
+        finally:
+            # The lock may have expired (very slow refresh) or Redis may have gone away:
+            # neither must turn a successful refresh into an error.
+            with contextlib.suppress(LockError, RedisError):
+                await lock.release()

@@ -1,0 +1,27 @@
+"""Token stores: where an account's (encrypted) tokens and pending logins live."""
+
+from __future__ import annotations
+
+from ..crypto import Cipher
+from ..settings import Settings
+from .base import AccountRecord, TokenStore
+
+__all__ = ["AccountRecord", "TokenStore", "build_store", "cipher_for"]
+
+
+def cipher_for(settings: Settings) -> Cipher:
+    current, old = settings.key_bytes()
+    return Cipher(current, old)
+
+
+def build_store(settings: Settings) -> TokenStore:
+    """The store named by CLAUDE_TOKEN_STORE; backends are imported only when chosen."""
+    cipher = cipher_for(settings)
+    if settings.store == "postgres":
+        from .postgres import PostgresTokenStore
+
+        assert settings.database_url is not None  # Settings.from_env guarantees it
+        return PostgresTokenStore(settings.database_url.get_secret_value(), cipher)
+    from .file import FileTokenStore
+
+    return FileTokenStore(settings.token_file, cipher)

@@ -1,0 +1,86 @@
+"""What every token store provides.
+
+Stores hold two kinds of record, both sealed by :class:`~litellm_claude_oauth.crypto.Cipher`:
+the token set of each account, and pending logins (PKCE verifier + state) that let
+``login`` and ``callback`` run in different processes or replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import TokenStoreError
+from ..tokens import PendingLogin, TokenSet
+
+
+class AccountRecord(BaseModel):
+    """An account's tokens plus what the plugin learned about their health."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    tokens: TokenSet
+    # Set when Anthropic refused the refresh token for good; cleared by the next login.
+    relogin_reason: str | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+    def to_storage(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "tokens": self.tokens.to_storage(),
+            "relogin_reason": self.relogin_reason,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_storage(cls, data: dict[str, Any], account: str) -> AccountRecord:
+        try:
+            return cls(
+                account=account,
+                tokens=TokenSet.model_validate(data["tokens"]),
+                relogin_reason=data.get("relogin_reason"),
+                updated_at=float(data.get("updated_at") or time.time()),
+            )
+        except (KeyError, ValueError) as exc:
+            raise TokenStoreError(f"stored record for '{account}' is malformed: {type(exc).__name__}") from None
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    @property
+    def location(self) -> str:
+        """Where tokens live, for ``status`` (never includes a password)."""
+        ...
+
+    @property
+    def encrypted(self) -> bool: ...
+
+    async def load(self, account: str) -> AccountRecord | None: ...
+
+    async def save(self, record: AccountRecord) -> None: ...
+
+    async def delete(self, account: str) -> bool: ...
+
+    async def accounts(self) -> list[str]: ...
+
+    async def put_pending(self, pending: PendingLogin) -> None: ...
+
+    async def take_pending(self, state: str) -> PendingLogin | None:
+        """Remove and return the pending login for ``state``: a state is good for one exchange."""
+        ...
+
+    async def pending_for(self, account: str) -> list[PendingLogin]: ...
+
+    def lock(self, account: str) -> AbstractAsyncContextManager[None]:
+        """Cross-process lock serialising refreshes of one account."""
+        ...
+
+    async def rotate_keys(self) -> int:
+        """Re-seal every record with the current key; returns how many were rewritten."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,265 @@
+"""Encrypted JSON file store: the embedded default.
+
+Layout of the file (mode 0600)::
+
+    {"format": "litellm-claude-oauth", "version": 1,
+     "accounts": {"<id>": <envelope>}, "pending": {"<state>": <envelope>}}
+
+Every change is read-modify-write under an exclusive file lock and lands by atomic
+rename, so a crash at any point leaves either the old file or the new one, never a
+mix. A file we cannot parse or decrypt is never overwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from filelock import FileLock, Timeout
+
+from ..crypto import Cipher
+from ..errors import DecryptionError, TokenStoreError
+from ..tokens import PendingLogin
+from .base import AccountRecord
+
+log = logging.getLogger(__name__)
+
+FORMAT = "litellm-claude-oauth"
+VERSION = 1
+T = TypeVar("T")
+
+
+class FileTokenStore:
+    def __init__(self, path: Path, cipher: Cipher, *, lock_timeout: float = 30.0):
+        self.path = Path(path)
+        self.cipher = cipher
+        self.lock_timeout = lock_timeout
+        # The file lock excludes other processes; the thread lock excludes our own
+        # threads, since filelock without thread-locality is re-entrant across them.
+        self._io_lock = FileLock(f"{self.path}.lock", thread_local=False, mode=0o600)
+        self._thread_lock = threading.Lock()
+        self._refresh_locks: dict[str, FileLock] = {}
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.cipher.enabled
+
+    # -- async API -------------------------------------------------------------------
+
+    async def load(self, account: str) -> AccountRecord | None:
+        return await asyncio.to_thread(self._load, account)
+
+    async def save(self, record: AccountRecord) -> None:
+        envelope = self.cipher.seal(record.to_storage(), _aad_account(record.account))
+        await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].__setitem__(record.account, envelope))
+
+    async def delete(self, account: str) -> bool:
+        return await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].pop(account, None) is not None)
+
+    async def accounts(self) -> list[str]:
+        doc = await asyncio.to_thread(self._read_locked)
+        return sorted(doc["accounts"])
+
+    async def put_pending(self, pending: PendingLogin) -> None:
+        envelope = self.cipher.seal(pending.to_storage(), _aad_pending(pending.state))
+        await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].__setitem__(pending.state, envelope))
+
+    async def take_pending(self, state: str) -> PendingLogin | None:
+        envelope = await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].pop(state, None))
+        if envelope is None:
+            return None
+        return PendingLogin.model_validate(self.cipher.open(envelope, _aad_pending(state)))
+
+    async def pending_for(self, account: str) -> list[PendingLogin]:
+        doc = await asyncio.to_thread(self._read_locked)
+        found = []
+        for state, envelope in doc["pending"].items():
+            try:
+                pending = PendingLogin.model_validate(self.cipher.open(envelope, _aad_pending(state)))
+            except DecryptionError:
+                continue  # a login started under another key cannot be finished anyway
+            if pending.account == account:
+                found.append(pending)
+        return sorted(found, key=lambda p: p.created_at)
+
+    async def prune_pending(self, older_than: float) -> int:
+        """Drop pending logins started before ``older_than`` (unix seconds)."""
+
+        def prune(doc: dict[str, Any]) -> int:
+            stale = []
+            for state, envelope in doc["pending"].items():
+                try:
+                    created = float(self.cipher.open(envelope, _aad_pending(state))["created_at"])
+                except (DecryptionError, KeyError, TypeError, ValueError):
+                    created = 0.0
+                if created < older_than:
+                    stale.append(state)
+            for state in stale:
+                del doc["pending"][state]
+            return len(stale)
+
+        return await asyncio.to_thread(self._mutate, prune)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, account: str) -> AsyncIterator[None]:
+        lock = self._refresh_locks.get(account)
+        if lock is None:
+            lock = self._refresh_locks[account] = FileLock(
+                f"{self.path}.{account}.refresh.lock", thread_local=False, mode=0o600
+            )
+        try:
+            await asyncio.to_thread(lock.acquire, timeout=self.lock_timeout)
+        except Timeout:
+            raise TokenStoreError(
+                f"another process has held the refresh lock for '{account}' for over {self.lock_timeout:.0f}s"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def rotate_keys(self) -> int:
+        def reseal(doc: dict[str, Any]) -> int:
+            count = 0
+            for section, aad in (("accounts", _aad_account), ("pending", _aad_pending)):
+                for key, envelope in doc[section].items():
+                    if not self.cipher.is_current(envelope):
+                        doc[section][key] = self.cipher.seal(self.cipher.open(envelope, aad(key)), aad(key))
+                        count += 1
+            return count
+
+        return await asyncio.to_thread(self._mutate, reseal)
+
+    async def close(self) -> None:
+        return None
+
+    # -- sync internals (run in a worker thread) -------------------------------------
+
+    def _load(self, account: str) -> AccountRecord | None:
+        doc = self._read_locked()
+        envelope = doc["accounts"].get(account)
+        if envelope is None:
+            return None
+        record = AccountRecord.from_storage(self.cipher.open(envelope, _aad_account(account)), account)
+        if not self.cipher.is_current(envelope):
+            # Lazy key rotation: the first read under a new key re-seals the record.
+            def reseal(doc: dict[str, Any]) -> None:
+                if doc["accounts"].get(account) == envelope:
+                    doc["accounts"][account] = self.cipher.seal(record.to_storage(), _aad_account(account))
+
+            self._mutate(reseal)
+        return record
+
+    @contextlib.contextmanager
+    def _locked(self):
+        with self._thread_lock:
+            try:
+                self._io_lock.acquire(timeout=self.lock_timeout)
+            except Timeout:
+                raise TokenStoreError(f"timed out waiting for the lock on {self.path}.lock") from None
+            try:
+                yield
+            finally:
+                self._io_lock.release()
+
+    def _read_locked(self) -> dict[str, Any]:
+        if not self.path.exists():
+            # Reading must not create ~/.litellm or lock files as a side effect.
+            return self._read()
+        self._ensure_dir()
+        with self._locked():
+            return self._read()
+
+    def _mutate(self, change: Callable[[dict[str, Any]], T]) -> T:
+        self._ensure_dir()
+        with self._locked():
+            doc = self._read()
+            result = change(doc)
+            self._write(doc)
+            return result
+
+    def _ensure_dir(self) -> None:
+        parent = self.path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise TokenStoreError(f"cannot create {parent}: {exc.strerror}") from None
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {"format": FORMAT, "version": VERSION, "accounts": {}, "pending": {}}
+        except OSError as exc:
+            raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise TokenStoreError(
+                f"{self.path} is not valid JSON; it was left untouched. Restore it from a backup or move it "
+                "aside and log in again."
+            ) from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise TokenStoreError(
+                f"{self.path} is not a litellm-claude-oauth token file; it was left untouched "
+                "(to bring in Claude Code credentials use `litellm claude import`)."
+            )
+        if doc.get("version") != VERSION:
+            raise TokenStoreError(f"{self.path} has unsupported version {doc.get('version')!r}")
+        doc.setdefault("accounts", {})
+        doc.setdefault("pending", {})
+        if not isinstance(doc["accounts"], dict) or not isinstance(doc["pending"], dict):
+            raise TokenStoreError(f"{self.path} is malformed; it was left untouched")
+        return doc
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        data = json.dumps(doc, indent=2, sort_keys=True).encode()
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            # mkstemp already creates 0600; fchmod guards against an odd umask/ACL setup.
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not every platform lets us open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _aad_account(account: str) -> str:
+    return f"account:{account}"
+
+
+def _aad_pending(state: str) -> str:
+    return f"pending:{state}"
