@@ -119,6 +119,7 @@ class FileTokenStore:
             lock = self._refresh_locks[account] = FileLock(
                 f"{self.path}.{account}.refresh.lock", thread_local=False, mode=0o600
             )
+        self._ensure_dir()
         try:
             await asyncio.to_thread(lock.acquire, timeout=self.lock_timeout)
         except Timeout:
