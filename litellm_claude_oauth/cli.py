@@ -167,7 +167,8 @@ def _complete(code: str, *, state: str | None, account: str | None) -> None:
     out.print("   The proxy picks the new tokens up on its next request; no restart needed.")
 
 
-@claude.command()
+# Codes are base64url and may start with '-': do not let click read one as an option.
+@claude.command(context_settings={"ignore_unknown_options": True})
 @click.argument("code")
 @click.option("--state", default=None, help="The login's state, if not part of CODE (CODE#STATE).")
 @_account_option
