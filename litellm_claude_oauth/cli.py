@@ -71,7 +71,6 @@ def _account_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     return click.option(
         "--account",
-        "-a",
         default=None,
         callback=check,
         help="Account id (default: $USER_ID or 'default').",
@@ -167,8 +166,9 @@ def _complete(code: str, *, state: str | None, account: str | None) -> None:
     out.print("   The proxy picks the new tokens up on its next request; no restart needed.")
 
 
-# Codes are base64url and may start with '-': do not let click read one as an option.
-@claude.command(context_settings={"ignore_unknown_options": True})
+# Codes are base64url and may start with '-': only long options here, and unknown
+# option-looking words are taken as the code.
+@claude.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["--help"]})
 @click.argument("code")
 @click.option("--state", default=None, help="The login's state, if not part of CODE (CODE#STATE).")
 @_account_option

@@ -205,8 +205,9 @@ def test_main_is_importable_as_entry_point() -> None:
     assert callable(main)
 
 
-def test_code_starting_with_a_dash_is_not_an_option(run, token_endpoint: FakeTokenEndpoint) -> None:
+@pytest.mark.parametrize("prefix", ["-", "-a", "-h", "-s"])
+def test_code_starting_with_a_dash_is_not_an_option(run, token_endpoint: FakeTokenEndpoint, prefix: str) -> None:
     code, _, state = token_endpoint.authorize(login_json(run)["authorization_url"]).partition("#")
-    token_endpoint.codes["-" + code] = token_endpoint.codes.pop(code)
-    result = run("callback", f"-{code}#{state}")
+    token_endpoint.codes[prefix + code] = token_endpoint.codes.pop(code)
+    result = run("callback", f"{prefix}{code}#{state}")
     assert result.exit_code == 0, result.output
