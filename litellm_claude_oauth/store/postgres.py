@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,13 @@ _PRISMA_ONLY_PARAMS = frozenset(
     {"schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout", "statement_cache_size",
      "sslaccept", "sslidentity"}
 )
+
+# 'connection failed: connection to server at "h" (1.2.3.4), port 5432 failed: FATAL:  '
+_LIBPQ_PREAMBLE = re.compile(
+    r'^(?:connection failed: )?(?:connection to server (?:at|on socket) "[^"]*"(?: \([^)]*\))?'
+    r'(?:, port \d+)? failed: )?(?:FATAL: +)?'
+)
+_BAD_QUERY_PARAM = re.compile(r'^invalid URI query parameter: "\w+"$')
 
 Conn = AsyncConnection[TupleRow]
 Pool = AsyncConnectionPool[Conn]
@@ -509,14 +517,15 @@ class PostgresTokenStore:
 
     def _reason(self, exc: BaseException) -> str:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
+        # The message already names host:port, so libpq's own preamble is noise.
+        reason = _LIBPQ_PREAMBLE.sub("", lines[0]) if lines else type(exc).__name__
         # libpq does not echo passwords, but a reason is printed to users: be sure.
         if self._password:
             reason = reason.replace(self._password, "***")
         return reason
 
 
-async def _one(conn: Conn, query: sql.Composable | str, params: Iterable[Any]) -> TupleRow | None:
+async def _one(conn: Conn, query: str | sql.Composed, params: Iterable[Any]) -> TupleRow | None:
     cur = await conn.execute(query, tuple(params))
     return await cur.fetchone()
 
@@ -549,9 +558,12 @@ def _libpq_dsn(dsn: str) -> tuple[str, str | None, bool]:
 def _conninfo(dsn: str) -> dict[str, Any]:
     try:
         return conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        # The message can quote the DSN, password included: say only what is wrong.
-        raise TokenStoreError("the PostgreSQL connection string is malformed") from None
+    except psycopg.ProgrammingError as exc:
+        # libpq may quote a fragment of the DSN, password included: pass on only a
+        # message known to be harmless.
+        detail = str(exc).strip()
+        suffix = f": {detail}" if _BAD_QUERY_PARAM.match(detail) else ""
+        raise TokenStoreError(f"the PostgreSQL connection string is malformed{suffix}") from None
 
 
 def _describe(params: Mapping[str, Any]) -> str:
