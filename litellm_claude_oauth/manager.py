@@ -66,6 +66,14 @@ class AccountStatus(BaseModel):
     error: str | None = None
 
 
+class ManagerStats(BaseModel):
+    """Counters for benchmarks and operators: the hot path should only ever bump ``cache_hits``."""
+
+    cache_hits: int = 0
+    store_reads: int = 0
+    refreshes: int = 0
+
+
 class TokenManager:
     def __init__(
         self,
@@ -85,7 +93,7 @@ class TokenManager:
         # Refreshed tokens we could not persist: kept so a rotated refresh token is
         # never lost, and retried before anything else touches that account.
         self._unsaved: dict[str, AccountRecord] = {}
-        self.refresh_count = 0
+        self.stats = ManagerStats()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> TokenManager:
@@ -119,6 +127,7 @@ class TokenManager:
         account = self.account_id(account)
         tokens = self._cache.get(account)
         if tokens is not None and not tokens.needs_refresh(self.settings.refresh_margin_seconds, self._clock()):
+            self.stats.cache_hits += 1
             return tokens
         return await self._single_flight(account, force=False, stale_access=None)
 
@@ -162,7 +171,7 @@ class TokenManager:
 
         # Cheap unlocked read first: after a login or another process's refresh, the
         # store already has what we need and no lock is taken.
-        record = await self.store.load(account)
+        record = await self._load(account)
         if record is None:
             self._cache.pop(account, None)
             raise NotLoggedInError(account)
@@ -171,7 +180,7 @@ class TokenManager:
             return record.tokens
 
         async with self._lock(account):
-            record = await self.store.load(account)
+            record = await self._load(account)
             if record is None:
                 self._cache.pop(account, None)
                 raise NotLoggedInError(account)
@@ -189,15 +198,19 @@ class TokenManager:
                 raise ReloginRequiredError(account, "this token has no refresh token and has expired")
             return await self._refresh_locked(record)
 
+    async def _load(self, account: str) -> AccountRecord | None:
+        self.stats.store_reads += 1
+        return await self.store.load(account)
+
     async def _refresh_locked(self, record: AccountRecord) -> TokenSet:
         account, tokens = record.account, record.tokens
         try:
-            self.refresh_count += 1
+            self.stats.refreshes += 1
             new_tokens = await self.oauth.refresh(tokens)
         except InvalidGrantError as exc:
             # Someone outside our locks (Claude Code itself, a second install) may have
             # rotated the refresh token: their credential is newer, keep it.
-            latest = await self.store.load(account)
+            latest = await self._load(account)
             if latest is not None and latest.tokens.refresh != tokens.refresh:
                 self._cache[account] = latest.tokens
                 return latest.tokens

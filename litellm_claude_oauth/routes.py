@@ -26,7 +26,7 @@ from .errors import (
     ReloginRequiredError,
     TokenStoreError,
 )
-from .manager import AccountStatus, LoginStart, TokenManager, get_manager
+from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
 from .settings import validate_account_id
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,12 @@ async def refresh(m: Manager, account: Account, body: AccountRequest | None = No
         return await m.status(name)
     except ClaudeOAuthError as exc:
         raise _error(exc) from None
+
+
+@router.get("/metrics", response_model=ManagerStats)
+async def metrics(m: Manager) -> ManagerStats:
+    """This worker's counters (each proxy worker has its own)."""
+    return m.stats
 
 
 @router.post("/logout", response_model=LogoutResponse)

@@ -55,9 +55,11 @@ async def test_login_then_cached_access_without_store_reads(
         raise AssertionError("the hot path must not read the store")
 
     monkeypatch.setattr(manager.store, "load", no_reads)
+    reads_before = manager.stats.store_reads
     for _ in range(50):
         assert await manager.get_access_token() == "sk-ant-oat01-access1"
     assert token_endpoint.refreshes == 0
+    assert manager.stats.store_reads == reads_before and manager.stats.cache_hits == 50
 
 
 async def test_bare_code_finishes_the_latest_login(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
