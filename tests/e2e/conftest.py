@@ -1,107 +1,16 @@
-"""The real `litellm` proxy process, with our plugin, against the fake Anthropic server."""
+"""Fixtures for the end-to-end tests; the machinery lives in harness.py."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-ROOT = Path(__file__).resolve().parents[2]
-MASTER_KEY = "sk-oauth-test-1234"
-LITELLM = Path(sys.executable).parent / "litellm"
+from .harness import MASTER_KEY, Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Proxy:
-    url: str
-    env: dict[str, str]
-    log_path: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
-
-    def client(self, key: str | None = MASTER_KEY) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """`litellm claude …` in its own process, sharing the proxy's environment (and store)."""
-        return subprocess.run(
-            [str(LITELLM), "claude", *args], env=self.env, input=input, capture_output=True, text=True, timeout=60
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def proxy_env(fake: FakeAnthropic, tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE_", "REDIS_", "DATABASE_URL", "USER_ID"))}
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS="True",
-        LITELLM_MASTER_KEY=MASTER_KEY,
-        CLAUDE_TOKEN_FILE=str(tmp / "claude_tokens.json"),
-        CLAUDE_TOKEN_ENCRYPTION_KEY="5e" * 32,
-        CLAUDE_OAUTH_TOKEN_URL=fake.token_url,
-        CLAUDE_OAUTH_AUTHORIZE_URL=fake.authorize_url,
-        CLAUDE_API_BASE=fake.url,
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    env.update(extra)
-    return env
-
-
-def start_proxy(env: dict[str, str], log_path: Path, *args: str, timeout: float = 120) -> Proxy:
-    port = free_port()
-    log = log_path.open("ab")
-    proc = subprocess.Popen(
-        [str(LITELLM), "--config", str(ROOT / "config.oauth.yaml"), "--host", "127.0.0.1", "--port", str(port), *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-    proxy = Proxy(url=f"http://127.0.0.1:{port}", env=env, log_path=log_path, processes=[proc])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited with {proc.returncode}:\n{proxy.log()[-3000:]}")
-        try:
-            if httpx.get(f"{proxy.url}/health/liveliness", timeout=1).status_code == 200:
-                return proxy
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    stop_proxy(proxy)
-    raise RuntimeError(f"proxy did not become healthy in {timeout}s:\n{proxy.log()[-3000:]}")
-
-
-def stop_proxy(proxy: Proxy) -> None:
-    import signal
-
-    for proc in proxy.processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+__all__ = ["MASTER_KEY", "Proxy", "chat", "login_via_cli", "proxy_env", "start_proxy", "stop_proxy"]
 
 
 @pytest.fixture(scope="module")
@@ -109,21 +18,3 @@ def fake() -> Iterator[FakeAnthropic]:
     with FakeAnthropic(port=0) as server:
         server.require_claude_code_system = True
         yield server
-
-
-def login_via_cli(proxy: Proxy, fake: FakeAnthropic, account: str | None = None) -> None:
-    import json
-
-    extra = ["--account", account] if account else []
-    started = proxy.cli("login", "--json", *extra)
-    assert started.returncode == 0, started.stderr
-    code, state = fake.authorize(json.loads(started.stdout)["authorization_url"])
-    done = proxy.cli("callback", f"{code}#{state}", *extra)
-    assert done.returncode == 0, done.stderr + done.stdout
-
-
-def chat(client: httpx.Client, model: str = "claude-haiku-3.5", text: str = "Hello, how are you?") -> httpx.Response:
-    return client.post(
-        "/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 50},
-    )

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-from .conftest import MASTER_KEY, Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
+from .harness import MASTER_KEY, Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
 
