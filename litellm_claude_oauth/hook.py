@@ -102,6 +102,7 @@ class ClaudeOAuthHandler(CustomLogger):
         if account is None:
             return None
         manager = self.manager
+        manager.listen_for_changes()
         model = str(kwargs.get("model") or "")
         try:
             token = await manager.get_access_token(account or None)

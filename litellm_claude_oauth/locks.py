@@ -8,6 +8,7 @@ advisory lock for Postgres.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -35,9 +36,13 @@ class StoreLock:
 
 
 class RedisLock:
-    """redis-py's lock, falling back to the store's lock when Redis cannot be reached."""
+    """redis-py's lock, falling back to the store's lock when Redis cannot be reached.
 
-    def __init__(self, redis: Any, fallback: TokenStore, *, ttl: float = 30.0, wait: float = 35.0):
+    The lock's TTL is short so that a process killed mid-refresh blocks the others for
+    seconds, not minutes; a watchdog keeps extending it while a slow refresh is alive.
+    """
+
+    def __init__(self, redis: Any, fallback: TokenStore, *, ttl: float = 10.0, wait: float = 45.0):
         self._redis = redis
         self._fallback = fallback
         self._ttl = ttl
@@ -57,10 +62,25 @@ class RedisLock:
             return
         if not acquired:
             raise TokenStoreError(f"timed out after {self._wait:.0f}s waiting for the refresh lock for '{account}'")
+        watchdog = asyncio.get_running_loop().create_task(self._keep_alive(lock))
         try:
             yield
         finally:
-            # The lock may have expired (very slow refresh) or Redis may have gone away:
-            # neither must turn a successful refresh into an error.
+            watchdog.cancel()
+            # The lock may have expired or Redis may have gone away: neither must turn
+            # a successful refresh into an error.
+            with contextlib.suppress(LockError, RedisError, asyncio.CancelledError):
+                await watchdog
             with contextlib.suppress(LockError, RedisError):
                 await lock.release()
+
+    async def _keep_alive(self, lock: Any) -> None:
+        from redis.exceptions import LockError, RedisError
+
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await lock.reacquire()
+            except (LockError, RedisError) as exc:
+                log.warning("Claude OAuth: could not extend the Redis refresh lock (%s)", type(exc).__name__)
+                return

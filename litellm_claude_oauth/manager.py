@@ -32,7 +32,9 @@ from .locks import RefreshLock, StoreLock
 from .oauth import OAuthClient, build_authorize_url, parse_authorization_input
 from .pkce import create_s256_code_challenge, generate_code_verifier, generate_state
 from .settings import Settings, validate_account_id
-from .store import AccountRecord, TokenStore, build_store
+from .events import RedisAccountEvents
+from .pending import PendingLogins
+from .store import AccountRecord, TokenStore, build_store, cipher_for
 from .tokens import PendingLogin, TokenSet
 
 log = logging.getLogger(__name__)
@@ -81,12 +83,16 @@ class TokenManager:
         store: TokenStore,
         oauth: OAuthClient | None = None,
         lock: RefreshLock | None = None,
+        pending: PendingLogins | None = None,
+        events: RedisAccountEvents | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.store = store
         self.oauth = oauth or OAuthClient(settings)
         self._lock = lock or StoreLock(store)
+        self.pending: PendingLogins = pending or store  # type: ignore[assignment]
+        self._events = events
         self._clock = clock
         self._cache: dict[str, TokenSet] = {}
         self._inflight: dict[str, asyncio.Future[TokenSet]] = {}
@@ -99,24 +105,44 @@ class TokenManager:
     def from_settings(cls, settings: Settings | None = None) -> TokenManager:
         settings = settings or Settings.from_env()
         store = build_store(settings)
-        lock: RefreshLock | None = None
-        if settings.redis is not None:
-            from redis.asyncio import Redis
+        if settings.redis is None:
+            return cls(settings, store)
+        from redis.asyncio import Redis
 
-            from .locks import RedisLock
+        from .events import RedisAccountEvents
+        from .locks import RedisLock
+        from .pending import RedisPendingLogins
 
-            redis = Redis.from_url(
-                settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2
-            )
-            lock = RedisLock(redis, store)
-        return cls(settings, store, lock=lock)
+        redis = Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
+        return cls(
+            settings,
+            store,
+            lock=RedisLock(redis, store),
+            pending=RedisPendingLogins(redis, cipher_for(settings), store, ttl=settings.login_state_ttl_seconds),
+            # Pub/sub blocks on reads: it gets its own connection without a read timeout.
+            events=RedisAccountEvents(Redis.from_url(settings.redis.url.get_secret_value(), socket_connect_timeout=2)),
+        )
 
     def account_id(self, account: str | None) -> str:
         return validate_account_id(account) if account else self.settings.default_account
 
     async def aclose(self) -> None:
+        if self._events is not None:
+            await self._events.aclose()
         await self.oauth.aclose()
         await self.store.close()
+
+    def listen_for_changes(self) -> None:
+        """In a long-running process (the proxy): follow other processes' logins and logouts."""
+        if self._events is not None:
+            self._events.listen(self._on_change)
+
+    def _on_change(self, account: str) -> None:
+        self.invalidate(None if account == "*" else account)
+
+    async def _announce(self, account: str) -> None:
+        if self._events is not None:
+            await self._events.publish(account)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -218,6 +244,7 @@ class TokenManager:
             log.warning("Claude account '%s' needs a new login: %s", account, exc)
             await self.store.save(record.model_copy(update={"relogin_reason": reason, "updated_at": self._clock()}))
             self._cache.pop(account, None)
+            await self._announce(account)
             raise ReloginRequiredError(account, reason) from None
         except OAuthError as exc:
             if not tokens.is_expired(self._clock()):
@@ -257,10 +284,8 @@ class TokenManager:
             redirect_uri=self.settings.redirect_uri,
             created_at=now,
         )
-        prune = getattr(self.store, "prune_pending", None)
-        if prune is not None:
-            await prune(now - self.settings.login_state_ttl_seconds)
-        await self.store.put_pending(pending)
+        await self.pending.prune_pending(now - self.settings.login_state_ttl_seconds)
+        await self.pending.put_pending(pending)
         url = build_authorize_url(self.settings, code_challenge=create_s256_code_challenge(verifier), state=state)
         return LoginStart(
             authorization_url=url, state=state, account=account, expires_at=now + self.settings.login_state_ttl_seconds
@@ -279,13 +304,13 @@ class TokenManager:
         if state is None:
             state = await self._latest_pending_state(self.account_id(account))
 
-        pending = await self.store.take_pending(state)
+        pending = await self.pending.take_pending(state)
         if pending is None:
             raise LoginStateError(
                 "this login is unknown or was already used; start a new one with `litellm claude login`"
             )
         if account is not None and pending.account != self.account_id(account):
-            await self.store.put_pending(pending)
+            await self.pending.put_pending(pending)
             raise LoginStateError(f"this login was started for account '{pending.account}', not '{account}'")
         if pending.expired(self.settings.login_state_ttl_seconds, self._clock()):
             raise LoginStateError("this login expired (codes are good for 10 minutes); run `litellm claude login` again")
@@ -297,17 +322,18 @@ class TokenManager:
         except OAuthError as exc:
             if exc.status_code is None:
                 # Never reached Anthropic: the code is unspent, let the user retry.
-                await self.store.put_pending(pending)
+                await self.pending.put_pending(pending)
             raise
         record = AccountRecord(account=pending.account, tokens=tokens, updated_at=self._clock())
         await self.store.save(record)
         self._cache[record.account] = tokens
+        await self._announce(record.account)
         return record
 
     async def _latest_pending_state(self, account: str) -> str:
         now = self._clock()
         live = [
-            p for p in await self.store.pending_for(account) if not p.expired(self.settings.login_state_ttl_seconds, now)
+            p for p in await self.pending.pending_for(account) if not p.expired(self.settings.login_state_ttl_seconds, now)
         ]
         if not live:
             raise LoginStateError(
@@ -321,6 +347,7 @@ class TokenManager:
         record = AccountRecord(account=self.account_id(account), tokens=tokens, updated_at=self._clock())
         await self.store.save(record)
         self._cache[record.account] = tokens
+        await self._announce(record.account)
         return record
 
     async def load(self, account: str | None = None) -> AccountRecord:
@@ -334,7 +361,9 @@ class TokenManager:
         account = self.account_id(account)
         self._cache.pop(account, None)
         self._unsaved.pop(account, None)
-        return await self.store.delete(account)
+        deleted = await self.store.delete(account)
+        await self._announce(account)
+        return deleted
 
     async def accounts(self) -> list[str]:
         return await self.store.accounts()

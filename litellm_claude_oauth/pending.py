@@ -1,0 +1,102 @@
+"""Pending logins in Redis, so ``start`` on one replica and ``exchange`` on another works.
+
+Records are sealed with the same cipher as the token store and expire on their own
+(Redis TTL = the login's lifetime). ``take`` is GETDEL: a state is good for one
+exchange even with two replicas racing. While Redis is unreachable, the token store
+keeps pending logins instead (with a warning), so logging in keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from .crypto import Cipher
+from .locks import REDIS_KEY_PREFIX
+from .store.base import TokenStore
+from .tokens import PendingLogin
+
+log = logging.getLogger(__name__)
+
+
+class PendingLogins(Protocol):
+    """The pending-login half of :class:`TokenStore`; a store satisfies it as is."""
+
+    async def put_pending(self, pending: PendingLogin) -> None: ...
+
+    async def take_pending(self, state: str) -> PendingLogin | None: ...
+
+    async def pending_for(self, account: str) -> list[PendingLogin]: ...
+
+    async def prune_pending(self, older_than: float) -> int: ...
+
+
+class RedisPendingLogins:
+    def __init__(self, redis: Any, cipher: Cipher, fallback: TokenStore, *, ttl: int):
+        self._redis = redis
+        self._cipher = cipher
+        self._fallback = fallback
+        self._ttl = ttl
+
+    @staticmethod
+    def _key(state: str) -> str:
+        return f"{REDIS_KEY_PREFIX}:pending:{state}"
+
+    @staticmethod
+    def _index(account: str) -> str:
+        return f"{REDIS_KEY_PREFIX}:pending-by-account:{account}"
+
+    async def put_pending(self, pending: PendingLogin) -> None:
+        from redis.exceptions import RedisError
+
+        sealed = self._cipher.seal(pending.to_storage(), f"pending:{pending.state}")
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._key(pending.state), json.dumps(sealed), ex=self._ttl)
+                pipe.zadd(self._index(pending.account), {pending.state: pending.created_at})
+                pipe.expire(self._index(pending.account), self._ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("Redis unavailable for pending logins (%s); keeping this one in the token store", type(exc).__name__)
+            await self._fallback.put_pending(pending)
+
+    async def take_pending(self, state: str) -> PendingLogin | None:
+        from redis.exceptions import RedisError
+
+        try:
+            raw = await self._redis.getdel(self._key(state))
+        except RedisError as exc:
+            log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)
+            return await self._fallback.take_pending(state)
+        if raw is None:
+            # Started while Redis was down, or before Redis was configured.
+            return await self._fallback.take_pending(state)
+        pending = PendingLogin.model_validate(self._cipher.open(json.loads(raw), f"pending:{state}"))
+        try:
+            await self._redis.zrem(self._index(pending.account), state)
+        except RedisError:
+            pass  # the index only helps find bare codes; a stale entry is skipped later
+        return pending
+
+    async def pending_for(self, account: str) -> list[PendingLogin]:
+        from redis.exceptions import RedisError
+
+        try:
+            states = [s.decode() if isinstance(s, bytes) else s for s in await self._redis.zrange(self._index(account), 0, -1)]
+            raws = await self._redis.mget([self._key(s) for s in states]) if states else []
+        except RedisError as exc:
+            log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)
+            return await self._fallback.pending_for(account)
+        found = []
+        for state, raw in zip(states, raws, strict=True):
+            if raw is not None:
+                found.append(PendingLogin.model_validate(self._cipher.open(json.loads(raw), f"pending:{state}")))
+        found.extend(await self._fallback.pending_for(account))
+        return sorted(found, key=lambda p: p.created_at)
+
+    async def prune_pending(self, older_than: float) -> int:
+        # Redis expires its own records; only the fallback store needs pruning.
+        prune = getattr(self._fallback, "prune_pending", None)
+        return await prune(older_than) if prune is not None else 0
+
