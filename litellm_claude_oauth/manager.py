@@ -117,7 +117,7 @@ class TokenManager:
         return cls(
             settings,
             store,
-            lock=RedisLock(redis, store),
+            lock=RedisLock(redis, store, ttl=settings.lock_ttl_seconds),
             pending=RedisPendingLogins(redis, cipher_for(settings), store, ttl=settings.login_state_ttl_seconds),
             # Pub/sub blocks on reads: it gets its own connection without a read timeout.
             events=RedisAccountEvents(Redis.from_url(settings.redis.url.get_secret_value(), socket_connect_timeout=2)),
@@ -255,7 +255,10 @@ class TokenManager:
                 return tokens
             raise
         log.info("Claude OAuth token refreshed for account '%s'", account)
-        return await self._persist(AccountRecord(account=account, tokens=new_tokens, updated_at=self._clock()))
+        tokens = await self._persist(AccountRecord(account=account, tokens=new_tokens, updated_at=self._clock()))
+        # Other workers switch to the new token now rather than at their own expiry.
+        await self._announce(account)
+        return tokens
 
     async def _persist(self, record: AccountRecord) -> TokenSet:
         try:

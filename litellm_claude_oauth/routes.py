@@ -203,6 +203,9 @@ def mount(app: FastAPI) -> None:
         return
     before = len(app.router.routes)
     app.include_router(router)
+    from .ui import router as ui_router
+
+    app.include_router(ui_router)
     # LiteLLM registers catch-all routes (pass-through, UI); ours must match first.
     ours = app.router.routes[before:]
     del app.router.routes[before:]

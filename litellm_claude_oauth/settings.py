@@ -63,6 +63,8 @@ class Settings(BaseModel):
     default_account: str = DEFAULT_ACCOUNT
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     http_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How long a refresh lock outlives a process killed while holding it.
+    lock_ttl_seconds: float = Field(default=10.0, ge=1, le=300)
 
     @field_validator("encryption_key", "old_encryption_keys", mode="before")
     @classmethod
@@ -121,6 +123,7 @@ class Settings(BaseModel):
         put("login_state_ttl_seconds", "CLAUDE_OAUTH_STATE_TTL_SECONDS")
         put("default_account", "USER_ID")
         put("http_timeout_seconds", "CLAUDE_OAUTH_HTTP_TIMEOUT")
+        put("lock_ttl_seconds", "CLAUDE_OAUTH_LOCK_TTL_SECONDS")
         if token_urls := env.get("CLAUDE_OAUTH_TOKEN_URL", "").strip():
             values["token_urls"] = tuple(u.strip() for u in token_urls.split(",") if u.strip())
         if old := env.get("CLAUDE_TOKEN_ENCRYPTION_KEYS_OLD", "").strip():
@@ -163,6 +166,7 @@ _ENV_NAMES = {
     "login_state_ttl_seconds": "CLAUDE_OAUTH_STATE_TTL_SECONDS",
     "default_account": "USER_ID",
     "http_timeout_seconds": "CLAUDE_OAUTH_HTTP_TIMEOUT",
+    "lock_ttl_seconds": "CLAUDE_OAUTH_LOCK_TTL_SECONDS",
 }
 
 

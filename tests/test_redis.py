@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,11 +20,11 @@ from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.store.file import FileTokenStore
 from litellm_claude_oauth.tokens import PendingLogin
 
+from .conftest import TEST_REDIS_URL as REDIS_URL
 from .conftest import FakeTokenEndpoint
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("CLAUDE_OAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 A = bytes.fromhex("a1" * 32)
 

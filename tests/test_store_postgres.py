@@ -47,17 +47,6 @@ StoreFactory = Callable[..., PostgresTokenStore]
 # -- fixtures ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_dsn() -> str:
-    dbname = str(conninfo_to_dict(TEST_DSN)["dbname"])
-    with psycopg.connect(make_conninfo(TEST_DSN, dbname="postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
-            # Another test run may create it between our check and CREATE.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    return TEST_DSN
-
-
 @pytest.fixture
 def clean_db(pg_dsn: str) -> str:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -6,13 +6,12 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-from .harness import MASTER_KEY, Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
+from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
 
