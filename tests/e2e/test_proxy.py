@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import TEST_REDIS_URL
 from tests.fake_anthropic import FakeAnthropic
 
 from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
@@ -19,14 +20,31 @@ SEED_MODELS = {"claude-opus-4.1", "claude-opus-4", "claude-sonnet-4", "claude-so
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
 
 
-@pytest.fixture(scope="module")
-def proxy(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+@pytest.fixture(scope="module", params=["file-store", "postgres-redis-4-workers"])
+def proxy(
+    request: pytest.FixtureRequest, fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory, pg_dsn: str
+) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("proxy")
+    fake.access_ttl = 3600
     # DEBUG logging on purpose: the log must still never contain a token.
-    env = proxy_env(fake, tmp, LITELLM_LOG="DEBUG")
-    running = start_proxy(env, tmp / "proxy.log", "--detailed_debug")
+    extra = {"LITELLM_LOG": "DEBUG"}
+    args = ["--detailed_debug"]
+    if request.param == "postgres-redis-4-workers":
+        reset_shared_backends(pg_dsn)
+        extra.update(CLAUDE_TOKEN_STORE="postgres", CLAUDE_OAUTH_DATABASE_URL=pg_dsn, REDIS_URL=TEST_REDIS_URL)
+        args += ["--num_workers", "4"]
+    running = start_proxy(proxy_env(fake, tmp, **extra), tmp / "proxy.log", *args)
     yield running
     stop_proxy(running)
+
+
+def reset_shared_backends(pg_dsn: str) -> None:
+    import psycopg
+    import redis
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute('DROP TABLE IF EXISTS "LiteLLM_ClaudeOAuthTokens", "LiteLLM_ClaudeOAuthPending"')
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
 
 
 def test_not_logged_in_is_a_clear_401(proxy: Proxy) -> None:
