@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,44 +25,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.harness import MASTER_KEY, Proxy, free_port, proxy_env, start_proxy, stop_proxy  # noqa: E402
+from tests.e2e.harness import (  # noqa: E402
+    MASTER_KEY,
+    FakeProcess,
+    Proxy,
+    login_and_export,
+    proxy_env,
+    start_proxy,
+    stop_proxy,
+)
 
 MODEL = "claude-haiku-3.5"
 UPSTREAM_MODEL = "anthropic/claude-3-5-haiku-20241022"
-
-
-class FakeProcess:
-    """The fake Anthropic in its own process, so it does not share our GIL."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token_url = f"{self.url}/v1/oauth/token"
-        self.authorize_url = f"{self.url}/oauth/authorize"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_anthropic", "--port", str(self.port), "--access-ttl", "86400"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp / "fake.log").open("wb"), text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening" not in line:
-            raise RuntimeError(f"fake Anthropic did not start: {line!r}")
-
-    def authorize(self, url: str) -> tuple[str, str]:
-        data = httpx.post(f"{self.url}/_fake/authorize", json={"authorize_url": url}).json()
-        return data["code"], data["state"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def login(proxy_env_: dict[str, str], fake: FakeProcess) -> str:
-    litellm = str(Path(sys.executable).parent / "litellm")
-    run = lambda *a: subprocess.run([litellm, "claude", *a], env=proxy_env_, capture_output=True, text=True, check=True)  # noqa: E731
-    code, state = fake.authorize(json.loads(run("login", "--json").stdout)["authorization_url"])
-    run("callback", f"{code}#{state}")
-    return json.loads(run("export", "--show-tokens").stdout)["access_token"]
 
 
 async def load(proxy: Proxy, requests: int, concurrency: int) -> tuple[float, list[float], int]:
@@ -120,7 +92,7 @@ def main() -> None:
     proxies: dict[str, Proxy] = {}
     try:
         env = proxy_env(fake, tmp, **({"CLAUDE_CODE_SYSTEM_PROMPT": ""} if args.no_identity else {}))  # type: ignore[arg-type]
-        token = login(env, fake)
+        token = login_and_export(env, fake)
         baseline_config = tmp / "static.yaml"
         baseline_config.write_text(
             "model_list:\n"

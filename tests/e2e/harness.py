@@ -105,6 +105,53 @@ def stop_proxy(proxy: Proxy) -> None:
                 proc.wait(5)
 
 
+class FakeProcess:
+    """The fake Anthropic in its own process, so it does not share our GIL."""
+
+    def __init__(self, tmp: Path, access_ttl: int = 86400) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token_url = f"{self.url}/v1/oauth/token"
+        self.authorize_url = f"{self.url}/oauth/authorize"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_anthropic", "--port", str(self.port), "--access-ttl", str(access_ttl)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp / "fake.log").open("wb"), text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"fake Anthropic did not start: {line!r}")
+
+    def authorize(self, url: str) -> tuple[str, str]:
+        data = httpx.post(f"{self.url}/_fake/authorize", json={"authorize_url": url}).json()
+        return data["code"], data["state"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+    def control(self, **settings: object) -> dict:
+        return httpx.post(f"{self.url}/_fake/control", json=settings).json()
+
+    def state(self) -> dict:
+        return httpx.get(f"{self.url}/_fake/state").json()
+
+
+def login_and_export(env: dict[str, str], fake: FakeProcess | FakeAnthropic) -> str:
+    """Log in through the CLI (in its own processes) and return the access token."""
+    import json
+
+    def run(*args: str) -> str:
+        return subprocess.run(
+            [str(LITELLM), "claude", *args], env=env, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    code, state = fake.authorize(json.loads(run("login", "--json"))["authorization_url"])
+    run("callback", f"{code}#{state}")
+    return json.loads(run("export", "--show-tokens"))["access_token"]
+
+
 def login_via_cli(proxy: Proxy, fake: FakeAnthropic, account: str | None = None) -> None:
     import json
 
