@@ -7,6 +7,7 @@ Protocol directly, on one websocket (aiohttp), with no WebDriver and no browser 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import pytest
@@ -140,6 +141,7 @@ class Page:
         return await self.js(f"document.querySelector({json.dumps(selector)}).innerText")
 
     async def screenshot(self, path: Path) -> bytes:
+        """The whole page as PNG, written to ``path``."""
         size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
         shot = await self.send(
             "Page.captureScreenshot",
@@ -149,8 +151,6 @@ class Page:
                 "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
             },
         )
-        import base64
-
         data = base64.b64decode(shot["data"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -170,11 +170,8 @@ class Page:
         return found
 
 
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Page]:
-    profile = Path(tempfile.mkdtemp(prefix="ui-chromium-"))
-    stderr = (profile / "stderr.log").open("wb")
-    proc = subprocess.Popen(
+def spawn_chromium(profile: Path, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             CHROMIUM,
             "--headless",
@@ -195,8 +192,16 @@ async def chromium() -> AsyncIterator[Page]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=stderr,
-        start_new_session=True,
+        start_new_session=True,  # its renderer/GPU/zygote children go down with it
     )
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Page]:
+    """Headless Chromium on a free DevTools port; yields one attached tab."""
+    profile = Path(tempfile.mkdtemp(prefix="ui-chromium-"))
+    stderr = (profile / "stderr.log").open("wb")
+    proc = spawn_chromium(profile, stderr)
     try:
         ws_url = None
         deadline = time.monotonic() + 30
@@ -318,6 +323,7 @@ async def test_login_in_a_real_browser(proxy: Proxy, fake: FakeAnthropic) -> Non
         row = await page.text("#status-body tr[data-account='default']")
         assert "ui-user@example.com" in row and "in 59 min" in row, row
 
+        await page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 0, "y": 0})  # no hover
         shot = await page.screenshot(ARTIFACTS / "ui-login.png")
         assert (ARTIFACTS / "ui-login.png").stat().st_size > 10_000
         width, height = png_size(shot)
@@ -348,6 +354,12 @@ async def test_login_in_a_real_browser(proxy: Proxy, fake: FakeAnthropic) -> Non
         await page.wait_for("document.querySelector('#message').innerText.includes('Logged out account “work”')")
         row = await page.text("#status-body tr[data-account='default']")
         assert "Valid" in row and not await page.js("document.querySelector('#status-body tr[data-account=\"work\"]')")
+
+        # "Forget" drops the key: the next call is refused again.
+        await page.click("#key-forget")
+        assert await page.js("sessionStorage.getItem('claudeOAuth.adminKey')") is None
+        await page.click("#status-reload")
+        await page.wait_for("document.querySelector('#message').innerText.includes('missing admin key')")
 
         # Never a token on the page.
         html = await page.js("document.documentElement.outerHTML")
