@@ -7,10 +7,8 @@ skip; without the latter a missing server fails the run on purpose.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
@@ -27,6 +25,8 @@ from litellm_claude_oauth.errors import DecryptionError, TokenStoreError
 from litellm_claude_oauth.store.base import AccountRecord, TokenStore
 from litellm_claude_oauth.store.postgres import LOCK_PREFIX, PENDING_TABLE, TOKENS_TABLE, PostgresTokenStore
 from litellm_claude_oauth.tokens import PendingLogin, TokenSet
+
+from .tcp_proxy import TcpProxy, free_port
 
 pytestmark = [
     pytest.mark.postgres,
@@ -122,46 +122,6 @@ async def lock_holder_pid(raw: psycopg.AsyncConnection[Any], account: str) -> in
     )
     row = await cur.fetchone()
     return None if row is None else int(row[0])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class TcpProxy:
-    """Forwards a local port to PostgreSQL, so a test can take "the server" down and back."""
-
-    def __init__(self, target_host: str, target_port: int, port: int):
-        self.target = (target_host, target_port)
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        for writer in self._writers:
-            writer.close()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
 
 
 # -- basics --------------------------------------------------------------------------
