@@ -239,6 +239,12 @@ def _print_status(statuses: list[AccountStatus]) -> None:
             out.print(f"   • Account: {s.account_email}", markup=False)
         if s.organization_name:
             out.print(f"   • Organization: {s.organization_name}", markup=False)
+        if s.cooldown_until is not None:
+            out.print(
+                f"   • ⏳ Cooling down: {s.cooldown_reason or 'rate limited'}, resets in "
+                f"{_human_duration(s.cooldown_until - time.time())} ({_when(s.cooldown_until)})",
+                markup=False,
+            )
         if s.source and s.source != "oauth":
             out.print(f"   • Source: {s.source}{'' if s.refreshable else ' (cannot be refreshed)'}")
 

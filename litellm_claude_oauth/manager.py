@@ -34,6 +34,7 @@ from .pkce import create_s256_code_challenge, generate_code_verifier, generate_s
 from .settings import Settings, validate_account_id
 from .events import RedisAccountEvents
 from .pending import PendingLogins
+from .ratelimit import Cooldown
 from .store import AccountRecord, TokenStore, build_store, cipher_for
 from .tokens import PendingLogin, TokenSet
 
@@ -63,6 +64,8 @@ class AccountStatus(BaseModel):
     subscription_type: str | None = None
     source: str | None = None
     relogin_reason: str | None = None
+    cooldown_until: float | None = None
+    cooldown_reason: str | None = None
     store: str
     encrypted: bool
     error: str | None = None
@@ -99,6 +102,9 @@ class TokenManager:
         # Refreshed tokens we could not persist: kept so a rotated refresh token is
         # never lost, and retried before anything else touches that account.
         self._unsaved: dict[str, AccountRecord] = {}
+        # What pools must skip without asking the store: rate-limited or dead accounts.
+        self._cooldowns: dict[str, Cooldown] = {}
+        self._unusable: dict[str, str] = {}
         self.stats = ManagerStats()
 
     @classmethod
@@ -132,13 +138,15 @@ class TokenManager:
         await self.oauth.aclose()
         await self.store.close()
 
-    def listen_for_changes(self) -> None:
+    def listen_for_changes(self, on_change: Callable[[str], None] | None = None) -> None:
         """In a long-running process (the proxy): follow other processes' logins and logouts."""
         if self._events is not None:
-            self._events.listen(self._on_change)
+            self._events.listen(lambda account: self._on_change(account, on_change))
 
-    def _on_change(self, account: str) -> None:
+    def _on_change(self, account: str, also: Callable[[str], None] | None) -> None:
         self.invalidate(None if account == "*" else account)
+        if also is not None:
+            also(account)
 
     async def _announce(self, account: str) -> None:
         if self._events is not None:
@@ -216,6 +224,7 @@ class TokenManager:
                 return tokens
             if record.relogin_reason is not None:
                 self._cache.pop(account, None)
+                self._unusable[account] = record.relogin_reason
                 raise ReloginRequiredError(account, record.relogin_reason)
             if tokens.refresh is None:
                 if not tokens.is_expired(self._clock()) and not force:
@@ -226,7 +235,22 @@ class TokenManager:
 
     async def _load(self, account: str) -> AccountRecord | None:
         self.stats.store_reads += 1
-        return await self.store.load(account)
+        record = await self.store.load(account)
+        if record is not None:
+            self._note_health(record)
+        return record
+
+    def _note_health(self, record: AccountRecord) -> None:
+        if record.cooldown_until is not None and record.cooldown_until > self._clock():
+            self._cooldowns[record.account] = Cooldown(
+                until=record.cooldown_until, reason=record.cooldown_reason or "rate limited"
+            )
+        else:
+            self._cooldowns.pop(record.account, None)
+        if record.relogin_reason is not None:
+            self._unusable[record.account] = record.relogin_reason
+        else:
+            self._unusable.pop(record.account, None)
 
     async def _refresh_locked(self, record: AccountRecord) -> TokenSet:
         account, tokens = record.account, record.tokens
@@ -244,6 +268,7 @@ class TokenManager:
             log.warning("Claude account '%s' needs a new login: %s", account, exc)
             await self.store.save(record.model_copy(update={"relogin_reason": reason, "updated_at": self._clock()}))
             self._cache.pop(account, None)
+            self._unusable[account] = reason
             await self._announce(account)
             raise ReloginRequiredError(account, reason) from None
         except OAuthError as exc:
@@ -255,7 +280,9 @@ class TokenManager:
                 return tokens
             raise
         log.info("Claude OAuth token refreshed for account '%s'", account)
-        tokens = await self._persist(AccountRecord(account=account, tokens=new_tokens, updated_at=self._clock()))
+        tokens = await self._persist(
+            record.model_copy(update={"tokens": new_tokens, "relogin_reason": None, "updated_at": self._clock()})
+        )
         # Other workers switch to the new token now rather than at their own expiry.
         await self._announce(account)
         return tokens
@@ -330,6 +357,7 @@ class TokenManager:
         record = AccountRecord(account=pending.account, tokens=tokens, updated_at=self._clock())
         await self.store.save(record)
         self._cache[record.account] = tokens
+        self._note_health(record)
         await self._announce(record.account)
         return record
 
@@ -344,12 +372,49 @@ class TokenManager:
             )
         return live[-1].state
 
+    # -- account health (pools) -------------------------------------------------------
+
+    def account_of(self, access_token: str) -> str | None:
+        """Which cached account an access token belongs to (the 429 handler sees only the token)."""
+        for account, tokens in self._cache.items():
+            if tokens.access == access_token:
+                return account
+        return None
+
+    def cooldown(self, account: str) -> Cooldown | None:
+        cooldown = self._cooldowns.get(account)
+        if cooldown is not None and cooldown.until <= self._clock():
+            del self._cooldowns[account]
+            return None
+        return cooldown
+
+    def unusable_reason(self, account: str) -> str | None:
+        return self._unusable.get(account)
+
+    async def cool_down(self, account: str, cooldown: Cooldown) -> None:
+        """Rest a rate-limited account until its window resets; every worker and ``status`` see it."""
+        current = self._cooldowns.get(account)
+        if current is not None and current.until >= cooldown.until:
+            return
+        self._cooldowns[account] = cooldown
+        log.warning("Claude account '%s' %s; resting it until %s", account, cooldown.reason,
+                    time.strftime("%H:%M:%S", time.gmtime(cooldown.until)))
+        try:
+            record = await self.store.load(account)
+            if record is not None:
+                await self.store.save(record.model_copy(
+                    update={"cooldown_until": cooldown.until, "cooldown_reason": cooldown.reason}))
+        except TokenStoreError as exc:
+            log.warning("could not record the cooldown of '%s' in the store: %s", account, exc)
+        await self._announce(account)
+
     # -- account management ----------------------------------------------------------
 
     async def import_tokens(self, tokens: TokenSet, account: str | None = None) -> AccountRecord:
         record = AccountRecord(account=self.account_id(account), tokens=tokens, updated_at=self._clock())
         await self.store.save(record)
         self._cache[record.account] = tokens
+        self._note_health(record)
         await self._announce(record.account)
         return record
 
@@ -381,7 +446,10 @@ class TokenManager:
         if record is None:
             return AccountStatus(logged_in=False, **base)
         tokens, now = record.tokens, self._clock()
+        cooling = record.cooldown_until is not None and record.cooldown_until > now
         return AccountStatus(
+            cooldown_until=record.cooldown_until if cooling else None,
+            cooldown_reason=record.cooldown_reason if cooling else None,
             logged_in=True,
             valid=not tokens.is_expired(now) and record.relogin_reason is None,
             expires_at=tokens.expires_at,

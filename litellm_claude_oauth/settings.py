@@ -65,6 +65,11 @@ class Settings(BaseModel):
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     # How long a refresh lock outlives a process killed while holding it.
     lock_ttl_seconds: float = Field(default=10.0, ge=1, le=300)
+    # Accounts a `claude-oauth:pool` deployment spreads over (None: every stored account).
+    pool_accounts: tuple[str, ...] | None = None
+    pool_strategy: Literal["round-robin", "fill-first"] = "round-robin"
+    # "team:<id>" / "key:<alias or hash>" / "user:<id>" -> account id or "pool".
+    account_map: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("encryption_key", "old_encryption_keys", mode="before")
     @classmethod
@@ -92,6 +97,33 @@ class Settings(BaseModel):
     @classmethod
     def _check_account(cls, value: str) -> str:
         return validate_account_id(value)
+
+    @field_validator("pool_accounts")
+    @classmethod
+    def _check_pool(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("lists no account")
+        return None if value is None else tuple(validate_account_id(a) for a in value)
+
+    @field_validator("account_map", mode="before")
+    @classmethod
+    def _check_map(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError('must be a JSON object like {"team:TEAM_ID": "alice", "key:KEY_ALIAS": "pool"}') from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object like {"team:TEAM_ID": "alice"}')
+        for selector, account in value.items():
+            kind, _, ident = str(selector).partition(":")
+            if kind not in ("team", "key", "user") or not ident:
+                raise ValueError(f"key {selector!r} must be team:<id>, key:<alias or hash> or user:<id>")
+            if account != "pool":
+                validate_account_id(str(account))
+        return value
 
     @property
     def encrypted(self) -> bool:
@@ -124,6 +156,10 @@ class Settings(BaseModel):
         put("default_account", "USER_ID")
         put("http_timeout_seconds", "CLAUDE_OAUTH_HTTP_TIMEOUT")
         put("lock_ttl_seconds", "CLAUDE_OAUTH_LOCK_TTL_SECONDS")
+        put("pool_strategy", "CLAUDE_OAUTH_POOL_STRATEGY")
+        put("account_map", "CLAUDE_OAUTH_ACCOUNT_MAP")
+        if "CLAUDE_OAUTH_POOL" in env and env["CLAUDE_OAUTH_POOL"].strip():
+            values["pool_accounts"] = tuple(a.strip() for a in env["CLAUDE_OAUTH_POOL"].split(",") if a.strip())
         if token_urls := env.get("CLAUDE_OAUTH_TOKEN_URL", "").strip():
             values["token_urls"] = tuple(u.strip() for u in token_urls.split(",") if u.strip())
         if old := env.get("CLAUDE_TOKEN_ENCRYPTION_KEYS_OLD", "").strip():
@@ -167,6 +203,9 @@ _ENV_NAMES = {
     "default_account": "USER_ID",
     "http_timeout_seconds": "CLAUDE_OAUTH_HTTP_TIMEOUT",
     "lock_ttl_seconds": "CLAUDE_OAUTH_LOCK_TTL_SECONDS",
+    "pool_accounts": "CLAUDE_OAUTH_POOL",
+    "pool_strategy": "CLAUDE_OAUTH_POOL_STRATEGY",
+    "account_map": "CLAUDE_OAUTH_ACCOUNT_MAP",
 }
 
 
@@ -176,6 +215,8 @@ def _describe(exc: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if field == "store":
         message = "must be 'file' or 'postgres'"
+    if field == "pool_strategy":
+        message = "must be 'round-robin' or 'fill-first'"
     # Never echo the offending value: it may be a key.
     return f"{_ENV_NAMES.get(field, field)} {message}"
 

@@ -26,6 +26,9 @@ class AccountRecord(BaseModel):
     tokens: TokenSet
     # Set when Anthropic refused the refresh token for good; cleared by the next login.
     relogin_reason: str | None = None
+    # Set when Anthropic rate-limited the account (429): skipped by pools until then.
+    cooldown_until: float | None = None
+    cooldown_reason: str | None = None
     updated_at: float = Field(default_factory=time.time)
 
     def to_storage(self) -> dict[str, object]:
@@ -33,6 +36,8 @@ class AccountRecord(BaseModel):
             "account": self.account,
             "tokens": self.tokens.to_storage(),
             "relogin_reason": self.relogin_reason,
+            "cooldown_until": self.cooldown_until,
+            "cooldown_reason": self.cooldown_reason,
             "updated_at": self.updated_at,
         }
 
@@ -43,6 +48,8 @@ class AccountRecord(BaseModel):
                 account=account,
                 tokens=TokenSet.model_validate(data["tokens"]),
                 relogin_reason=data.get("relogin_reason"),
+                cooldown_until=data.get("cooldown_until"),
+                cooldown_reason=data.get("cooldown_reason"),
                 updated_at=float(data.get("updated_at") or time.time()),
             )
         except (KeyError, ValueError) as exc:

@@ -1,0 +1,129 @@
+import time
+
+import pytest
+
+from litellm_claude_oauth.errors import NotLoggedInError, ReloginRequiredError
+from litellm_claude_oauth.manager import TokenManager
+from litellm_claude_oauth.ratelimit import Cooldown, cooldown_from_headers
+from litellm_claude_oauth.routing import AllAccountsCoolingDown, Pool, Route, route_for
+from litellm_claude_oauth.settings import Settings
+from litellm_claude_oauth.tokens import TokenSet
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("api_key", "route"),
+    [
+        ("claude-oauth", Route()),
+        ("claude-oauth:alice", Route(account="alice")),
+        ("claude-oauth:pool", Route(pool=True)),
+        ("claude-oauth:", None),
+        ("claude-oauthx", None),
+        ("sk-ant-api03-real-key", None),
+        (None, None),
+    ],
+)
+def test_markers(api_key: object, route: Route | None) -> None:
+    assert route_for(api_key, {}, {}) == route
+
+
+def test_account_map_most_specific_wins() -> None:
+    account_map = {"team:t1": "team-acct", "key:ci-key": "key-acct", "user:u1": "pool"}
+    meta = {"user_api_key_alias": "ci-key", "user_api_key_team_id": "t1", "user_api_key_user_id": "u1"}
+    assert route_for("claude-oauth", meta, account_map) == Route(account="key-acct")
+    assert route_for("claude-oauth", {**meta, "user_api_key_alias": "other"}, account_map) == Route(account="team-acct")
+    assert route_for("claude-oauth", {"user_api_key_user_id": "u1"}, account_map) == Route(pool=True)
+    # An explicit account on the deployment beats any mapping.
+    assert route_for("claude-oauth:bob", meta, account_map) == Route(account="bob")
+
+
+def test_429_headers_give_the_latest_rejected_reset() -> None:
+    headers = {
+        "retry-after": "30",
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(int(NOW + 3600)),
+        "anthropic-ratelimit-unified-5h-status": "rejected",
+        "anthropic-ratelimit-unified-5h-reset": str(int(NOW + 3600)),
+        "anthropic-ratelimit-unified-7d-status": "allowed",
+        "anthropic-ratelimit-unified-7d-reset": str(int(NOW + 5 * 86400)),
+        "anthropic-ratelimit-unified-representative-claim": "five_hour",
+    }
+    cooldown = cooldown_from_headers(headers, now=NOW)
+    assert cooldown.until == NOW + 3600 and cooldown.reason == "rate limited (five_hour)"
+    assert cooldown.retry_after(now=NOW) == 3600
+    assert cooldown_from_headers({"retry-after": "17"}, now=NOW).until == NOW + 17
+    assert cooldown_from_headers({}, now=NOW).until == NOW + 60  # no hint: a short rest
+
+
+@pytest.fixture
+async def three(env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
+    def build(strategy: str) -> TokenManager:
+        monkeypatch.setenv("CLAUDE_OAUTH_POOL_STRATEGY", strategy)
+        return TokenManager.from_settings(Settings.from_env())
+
+    managers = []
+
+    async def make(strategy: str) -> TokenManager:
+        m = build(strategy)
+        for name in ("a", "b", "c"):
+            await m.import_tokens(TokenSet.from_setup_token(f"sk-ant-oat01-{name}"), name)
+        managers.append(m)
+        return m
+
+    return make
+
+
+async def test_round_robin_rotates_and_skips_cooling(three) -> None:
+    manager = await three("round-robin")
+    pool = Pool(manager)
+    firsts = [(await pool.order())[0] for _ in range(6)]
+    assert firsts == ["a", "b", "c", "a", "b", "c"]
+    await manager.cool_down("b", Cooldown(until=time.time() + 300, reason="rate limited (five_hour)"))
+    assert "b" not in {(await pool.order())[0] for _ in range(6)}
+    status = await manager.status("b")
+    assert status.cooldown_until is not None and status.cooldown_reason == "rate limited (five_hour)"
+
+
+async def test_fill_first_sticks_to_the_first_usable(three) -> None:
+    manager = await three("fill-first")
+    pool = Pool(manager)
+    assert {(await pool.order())[0] for _ in range(5)} == {"a"}
+    await manager.cool_down("a", Cooldown(until=time.time() + 300, reason="rate limited"))
+    assert (await pool.next_tokens())[0] == "b"
+
+
+async def test_all_cooling_reports_the_soonest_reset(three) -> None:
+    manager = await three("round-robin")
+    pool = Pool(manager)
+    now = time.time()
+    for name, rest in (("a", 900), ("b", 120), ("c", 600)):
+        await manager.cool_down(name, Cooldown(until=now + rest, reason="rate limited"))
+    with pytest.raises(AllAccountsCoolingDown) as info:
+        await pool.next_tokens()
+    assert 115 <= info.value.retry_after <= 121
+
+
+async def test_cooldown_is_seen_by_another_process(three, env: dict[str, str]) -> None:
+    manager = await three("round-robin")
+    await manager.cool_down("c", Cooldown(until=time.time() + 300, reason="rate limited"))
+    other = TokenManager.from_settings(Settings.from_env())  # e.g. another worker
+    await other.get_tokens("c")  # loads the record, and with it the cooldown
+    assert other.cooldown("c") is not None
+    assert "c" not in await Pool(other).order()
+
+
+async def test_relogin_required_accounts_are_skipped(three) -> None:
+    manager = await three("fill-first")
+    record = await manager.load("a")
+    await manager.store.save(record.model_copy(update={"relogin_reason": "invalid_grant"}))
+    manager.invalidate()
+    pool = Pool(manager)
+    with pytest.raises(ReloginRequiredError):
+        await manager.get_tokens("a")
+    assert (await pool.next_tokens())[0] == "b"
+
+
+async def test_empty_pool_means_not_logged_in(env: dict[str, str]) -> None:
+    with pytest.raises(NotLoggedInError):
+        await Pool(TokenManager.from_settings(Settings.from_env())).next_tokens()
