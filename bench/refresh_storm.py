@@ -88,7 +88,7 @@ def main() -> None:
     proxy: Proxy | None = None
     results: list[tuple[str, int, int, int]] = []
     try:
-        env = proxy_env(fake, tmp, CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS=str(MARGIN), **reset_backends(args.store))  # type: ignore[arg-type]
+        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS=str(MARGIN), **reset_backends(args.store))  # type: ignore[arg-type]
         proxy = start_proxy(env, tmp / "proxy.log", "--num_workers", str(args.workers))
 
         # Storm 1: every worker caches a token that then reaches its refresh margin.

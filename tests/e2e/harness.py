@@ -5,6 +5,7 @@ Shared by the e2e tests and the benchmarks in bench/."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,6 +60,8 @@ def proxy_env(fake: FakeAnthropic, tmp: Path, **extra: str) -> dict[str, str]:
         CLAUDE_OAUTH_AUTHORIZE_URL=fake.authorize_url,
         CLAUDE_API_BASE=fake.url,
         NO_PROXY="127.0.0.1,localhost",
+        # Every e2e proxy logs at DEBUG: stop_proxy() then checks that no token leaked.
+        LITELLM_LOG="DEBUG",
     )
     env.update(extra)
     return env
@@ -88,11 +91,27 @@ def start_proxy(
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    stop_proxy(proxy)
+    stop_proxy(proxy, check_log=False)
     raise RuntimeError(f"proxy did not become healthy in {timeout}s:\n{proxy.log()[-3000:]}")
 
 
-def stop_proxy(proxy: Proxy) -> None:
+TOKEN_PATTERN = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
+
+
+class TokenLeak(AssertionError):
+    pass
+
+
+def stop_proxy(proxy: Proxy, *, check_log: bool = True) -> None:
+    """Stop the proxy; then fail if its log holds anything that looks like an Anthropic token."""
+    _terminate(proxy)
+    if check_log:
+        leaked = sorted({m.group(0)[:18] + "…" for m in TOKEN_PATTERN.finditer(proxy.log())})
+        if leaked:
+            raise TokenLeak(f"{proxy.log_path} contains tokens: {leaked}")
+
+
+def _terminate(proxy: Proxy) -> None:
     import signal
 
     for proc in proxy.processes:
