@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import abba, load, print_results  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     MASTER_KEY,
     FakeProcess,
@@ -37,38 +36,6 @@ from tests.e2e.harness import (  # noqa: E402
 
 MODEL = "claude-haiku-3.5"
 UPSTREAM_MODEL = "anthropic/claude-3-5-haiku-20241022"
-
-
-async def load(proxy: Proxy, requests: int, concurrency: int) -> tuple[float, list[float], int]:
-    latencies: list[float] = []
-    failures = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20}
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
-        while not queue.empty():
-            queue.get_nowait()
-            started = time.perf_counter()
-            response = await client.post("/v1/chat/completions", json=body)
-            latencies.append(time.perf_counter() - started)
-            failures += response.status_code != 200
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60, limits=limits
-    ) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return requests / elapsed, latencies, failures
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:
@@ -105,22 +72,11 @@ def main() -> None:
         proxies["static"] = start_proxy(env, tmp / "static.log", config=baseline_config)
         admin = {"Authorization": f"Bearer {MASTER_KEY}"}
 
-        for name, proxy in proxies.items():  # warm up connection pools and caches
-            asyncio.run(load(proxy, 50, args.concurrency))
+        for proxy in proxies.values():  # warm up connection pools and caches
+            asyncio.run(load(proxy, 50, args.concurrency, MODEL))
         reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=admin).json()
 
-        results: dict[str, dict[str, list[float]]] = {n: {"rps": [], "lat": [], "fail": []} for n in proxies}
-        ratios: list[float] = []
-        for _ in range(args.rounds):
-            # ABBA order: drift in machine load during a round hits both variants alike.
-            round_rps: dict[str, list[float]] = {n: [] for n in proxies}
-            for name in ("plugin", "static", "static", "plugin"):
-                rps, latencies, failures = asyncio.run(load(proxies[name], args.requests // 2, args.concurrency))
-                round_rps[name].append(rps)
-                results[name]["rps"].append(rps)
-                results[name]["lat"].extend(latencies)
-                results[name]["fail"].append(failures)
-            ratios.append(statistics.mean(round_rps["plugin"]) / statistics.mean(round_rps["static"]))
+        results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency)
         reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=admin).json()
     finally:
         for name, proxy in proxies.items():
@@ -131,16 +87,7 @@ def main() -> None:
     baseline = "static key + no-op callback" if args.baseline_callback else "static key"
     print(f"plugin vs {baseline}{' (plugin without identity block)' if args.no_identity else ''}")
     print(f"{args.rounds} rounds x {args.requests} requests, concurrency {args.concurrency}, model {MODEL}")
-    print(f"{'variant':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
-    for name, r in results.items():
-        print(
-            f"{name:<8} {statistics.median(r['rps']):8.1f} {percentile(r['lat'], 0.5) * 1000:8.1f}"
-            f" {percentile(r['lat'], 0.99) * 1000:8.1f} {int(sum(r['fail'])):7d}"
-        )
-    print(
-        f"throughput ratio plugin/static: median {statistics.median(ratios):.3f} over {len(ratios)} ABBA rounds"
-        f" (min {min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.98)"
-    )
+    print_results(results, ratios, "plugin/static")
     print(
         f"token-store reads during load: {reads_after['store_reads'] - reads_before['store_reads']} (target 0); "
         f"refreshes: {reads_after['refreshes'] - reads_before['refreshes']}; "
