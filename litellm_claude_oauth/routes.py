@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
@@ -27,7 +29,7 @@ from .errors import (
     TokenStoreError,
 )
 from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
-from .settings import validate_account_id
+from .settings import ACCOUNT_ID_PATTERN, validate_account_id
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +85,10 @@ def _error(exc: ClaudeOAuthError) -> HTTPException:
     return HTTPException(status_code=status, detail=str(exc), headers=headers)
 
 
-def _account_query(account: Annotated[str | None, Query(max_length=64)] = None) -> str | None:
-    try:
-        return _check_account(account)
-    except ValueError as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+def _account_query(
+    account: Annotated[str | None, Query(pattern=ACCOUNT_ID_PATTERN, description="account id")] = None,
+) -> str | None:
+    return account
 
 
 def _presented_key(request: Request) -> str | None:
@@ -140,9 +141,40 @@ def current_manager() -> TokenManager:
     return get_manager()
 
 
+class AdminRoute(APIRoute):
+    """Checks the admin key before FastAPI reads the body: a stranger gets 401, never a parse error."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            await require_admin(request)
+            return await handler(request)
+
+        return guarded
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "the code or state was refused (unknown, used, expired, mismatched, invalid_grant)",
+        401: "missing or wrong admin key",
+        403: "a key that is not a proxy admin's, or no master key configured",
+        404: "the account is not logged in",
+        409: "the account needs a new login",
+        429: "Anthropic rate-limited the token endpoint (see Retry-After)",
+        502: "Anthropic's token endpoint failed",
+        503: "the token store is unreachable",
+    }.items()
+}
+
 Manager = Annotated[TokenManager, Depends(current_manager)]
 Account = Annotated[str | None, Depends(_account_query)]
-router = APIRouter(prefix=PREFIX, tags=["Claude OAuth"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix=PREFIX, tags=["Claude OAuth"], route_class=AdminRoute, responses=_ERRORS)
 
 
 @router.get("/start", response_model=LoginStart)

@@ -8,6 +8,7 @@ request an hour later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -241,13 +242,17 @@ def _quote(value: str) -> str:
 
 
 ACCOUNT_ID_MAX = 64
+# ASCII only: ids become lock-file names, Redis keys and SQL rows, and two ids that
+# look alike (Cyrillic "е" vs Latin "e") must not be two accounts.
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+_ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_PATTERN)
 
 
 def validate_account_id(value: str) -> str:
-    """Account ids end up in file keys, SQL rows and Redis keys: keep them boring."""
     value = value.strip()
-    if not value or len(value) > ACCOUNT_ID_MAX or not all(c.isalnum() or c in "-_.@" for c in value):
+    if not _ACCOUNT_ID_RE.match(value):
         raise ValueError(
-            f"account id must be 1-{ACCOUNT_ID_MAX} characters of letters, digits, '-', '_', '.', '@'"
+            f"account id must be 1-{ACCOUNT_ID_MAX} ASCII letters, digits, '-', '_', '.', '@', "
+            "starting with a letter or digit"
         )
     return value

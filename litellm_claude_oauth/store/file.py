@@ -122,6 +122,8 @@ class FileTokenStore:
         self._ensure_dir()
         try:
             await asyncio.to_thread(lock.acquire, timeout=self.lock_timeout)
+        except OSError as exc:
+            raise TokenStoreError(f"cannot create the refresh lock next to {self.path}: {exc.strerror}") from None
         except Timeout:
             raise TokenStoreError(
                 f"another process has held the refresh lock for '{account}' for over {self.lock_timeout:.0f}s"
