@@ -24,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import TEST_DSN, TEST_REDIS_URL  # noqa: E402
+from tests.backends import TEST_DSN, TEST_REDIS_URL, drop_our_tables, ensure_database, flush_redis  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     MASTER_KEY,
     FakeProcess,
@@ -54,25 +54,9 @@ async def burst(proxy: Proxy, concurrency: int) -> tuple[int, int]:
 def reset_backends(store: str) -> dict[str, str]:
     if store == "file":
         return {}
-    import psycopg
-    import redis
-
-    _create_database()
-    with psycopg.connect(TEST_DSN, autocommit=True) as conn:
-        conn.execute('DROP TABLE IF EXISTS "LiteLLM_ClaudeOAuthTokens", "LiteLLM_ClaudeOAuthPending"')
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    drop_our_tables(ensure_database(TEST_DSN))
+    flush_redis(TEST_REDIS_URL)
     return {"CLAUDE_TOKEN_STORE": "postgres", "CLAUDE_OAUTH_DATABASE_URL": TEST_DSN, "REDIS_URL": TEST_REDIS_URL}
-
-
-def _create_database() -> None:
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = str(conninfo_to_dict(TEST_DSN)["dbname"])
-    with psycopg.connect(make_conninfo(TEST_DSN, dbname="postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def main() -> None:

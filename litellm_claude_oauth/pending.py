@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from .crypto import Cipher
 from .locks import REDIS_KEY_PREFIX
-from .store.base import TokenStore
+from .store.base import TokenStore, aad_pending, open_pending_for
 from .tokens import PendingLogin
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class RedisPendingLogins:
     async def put_pending(self, pending: PendingLogin) -> None:
         from redis.exceptions import RedisError
 
-        sealed = self._cipher.seal(pending.to_storage(), f"pending:{pending.state}")
+        sealed = self._cipher.seal(pending.to_storage(), aad_pending(pending.state))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._key(pending.state), json.dumps(sealed), ex=self._ttl)
@@ -72,7 +72,7 @@ class RedisPendingLogins:
         if raw is None:
             # Started while Redis was down, or before Redis was configured.
             return await self._fallback.take_pending(state)
-        pending = PendingLogin.model_validate(self._cipher.open(json.loads(raw), f"pending:{state}"))
+        pending = PendingLogin.model_validate(self._cipher.open(json.loads(raw), aad_pending(state)))
         try:
             await self._redis.zrem(self._index(pending.account), state)
         except RedisError:
@@ -88,11 +88,8 @@ class RedisPendingLogins:
         except RedisError as exc:
             log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)
             return await self._fallback.pending_for(account)
-        found = []
-        for state, raw in zip(states, raws, strict=True):
-            if raw is not None:
-                found.append(PendingLogin.model_validate(self._cipher.open(json.loads(raw), f"pending:{state}")))
-        found.extend(await self._fallback.pending_for(account))
+        sealed = [(state, json.loads(raw)) for state, raw in zip(states, raws, strict=True) if raw is not None]
+        found = open_pending_for(self._cipher, sealed, account) + await self._fallback.pending_for(account)
         return sorted(found, key=lambda p: p.created_at)
 
     async def prune_pending(self, older_than: float) -> int:

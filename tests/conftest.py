@@ -17,14 +17,13 @@ import httpx
 import pytest
 import respx
 
+from .backends import TEST_DSN, ensure_database
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
 
 TOKEN_URL = "https://auth.test/v1/oauth/token"
-TEST_DSN = os.environ.get(
-    "CLAUDE_OAUTH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/litellm_claude_oauth_test"
-)
-TEST_REDIS_URL = os.environ.get("CLAUDE_OAUTH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
 KEY_A = "a1" * 32
 KEY_B = "b2" * 32
 
@@ -122,16 +121,4 @@ def token_endpoint() -> Iterator[FakeTokenEndpoint]:
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     """The test database (created on first use) on the real PostgreSQL."""
-    import contextlib
-
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    dbname = str(conninfo_to_dict(TEST_DSN)["dbname"])
-    with psycopg.connect(make_conninfo(TEST_DSN, dbname="postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is None:
-            # Another test run may create it between our check and CREATE.
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    return TEST_DSN
+    return ensure_database(TEST_DSN)

@@ -22,7 +22,7 @@ from litellm_claude_oauth.manager import TokenManager
 from litellm_claude_oauth.settings import Settings
 from tests.fake_anthropic import FakeAnthropic
 
-from .conftest import TEST_REDIS_URL
+from .backends import TEST_REDIS_URL, drop_our_tables, flush_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,14 +50,9 @@ def fake() -> Iterator[FakeAnthropic]:
 
 def _reset_backends(kind: str, pg_dsn: str) -> None:
     if "postgres" in kind:
-        import psycopg
-
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute('DROP TABLE IF EXISTS "LiteLLM_ClaudeOAuthTokens", "LiteLLM_ClaudeOAuthPending"')
+        drop_our_tables(pg_dsn)
     if "redis" in kind:
-        import redis
-
-        redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+        flush_redis(TEST_REDIS_URL)
 
 
 @pytest.fixture(params=["file", "file+redis", "postgres", "postgres+redis"])

@@ -20,7 +20,7 @@ from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.store.file import FileTokenStore
 from litellm_claude_oauth.tokens import PendingLogin
 
-from .conftest import TEST_REDIS_URL as REDIS_URL
+from .backends import TEST_REDIS_URL as REDIS_URL
 from .conftest import FakeTokenEndpoint
 
 pytestmark = pytest.mark.redis

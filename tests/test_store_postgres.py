@@ -26,6 +26,7 @@ from litellm_claude_oauth.store.base import AccountRecord, TokenStore
 from litellm_claude_oauth.store.postgres import LOCK_PREFIX, PENDING_TABLE, TOKENS_TABLE, PostgresTokenStore
 from litellm_claude_oauth.tokens import PendingLogin, TokenSet
 
+from .backends import OUR_TABLES, drop_our_tables
 from .tcp_proxy import TcpProxy, free_port
 
 pytestmark = [
@@ -33,9 +34,6 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("CLAUDE_OAUTH_SKIP_PG") == "1", reason="CLAUDE_OAUTH_SKIP_PG=1"),
 ]
 
-TEST_DSN = os.environ.get(
-    "CLAUDE_OAUTH_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/litellm_claude_oauth_test"
-)
 KEY_A = bytes.fromhex("11" * 32)
 KEY_B = bytes.fromhex("22" * 32)
 ACCESS = "sk-ant-oat01-ACCESS-do-not-leak-0123456789"
@@ -49,9 +47,8 @@ StoreFactory = Callable[..., PostgresTokenStore]
 
 @pytest.fixture
 def clean_db(pg_dsn: str) -> str:
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        for table in (TOKENS_TABLE, PENDING_TABLE):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+    assert set(OUR_TABLES) == {TOKENS_TABLE, PENDING_TABLE}
+    drop_our_tables(pg_dsn)
     return pg_dsn
 
 

@@ -8,12 +8,14 @@ the token set of each account, and pending logins (PKCE verifier + state) that l
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TokenStoreError
+from ..crypto import Cipher
+from ..errors import DecryptionError, TokenStoreError
 from ..tokens import PendingLogin, TokenSet
 
 
@@ -54,6 +56,30 @@ class AccountRecord(BaseModel):
             )
         except (KeyError, ValueError) as exc:
             raise TokenStoreError(f"stored record for '{account}' is malformed: {type(exc).__name__}") from None
+
+
+def aad_account(account: str) -> str:
+    """Associated data binding a sealed record to its account: it cannot be moved to another."""
+    return f"account:{account}"
+
+
+def aad_pending(state: str) -> str:
+    return f"pending:{state}"
+
+
+def open_pending_for(
+    cipher: Cipher, sealed: Iterable[tuple[str, Any]], account: str
+) -> list[PendingLogin]:
+    """Unseal ``(state, envelope)`` pairs and keep the account's logins, oldest first."""
+    found = []
+    for state, envelope in sealed:
+        try:
+            pending = PendingLogin.model_validate(cipher.open(envelope, aad_pending(state)))
+        except DecryptionError:
+            continue  # a login started under another key cannot be finished anyway
+        if pending.account == account:
+            found.append(pending)
+    return sorted(found, key=lambda p: p.created_at)
 
 
 @runtime_checkable

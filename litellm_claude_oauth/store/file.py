@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from ..crypto import Cipher
 from ..errors import DecryptionError, TokenStoreError
 from ..tokens import PendingLogin
-from .base import AccountRecord
+from .base import AccountRecord, aad_account, aad_pending, open_pending_for
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FileTokenStore:
         return await asyncio.to_thread(self._load, account)
 
     async def save(self, record: AccountRecord) -> None:
-        envelope = self.cipher.seal(record.to_storage(), _aad_account(record.account))
+        envelope = self.cipher.seal(record.to_storage(), aad_account(record.account))
         await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].__setitem__(record.account, envelope))
 
     async def delete(self, account: str) -> bool:
@@ -73,26 +73,18 @@ class FileTokenStore:
         return sorted(doc["accounts"])
 
     async def put_pending(self, pending: PendingLogin) -> None:
-        envelope = self.cipher.seal(pending.to_storage(), _aad_pending(pending.state))
+        envelope = self.cipher.seal(pending.to_storage(), aad_pending(pending.state))
         await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].__setitem__(pending.state, envelope))
 
     async def take_pending(self, state: str) -> PendingLogin | None:
         envelope = await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].pop(state, None))
         if envelope is None:
             return None
-        return PendingLogin.model_validate(self.cipher.open(envelope, _aad_pending(state)))
+        return PendingLogin.model_validate(self.cipher.open(envelope, aad_pending(state)))
 
     async def pending_for(self, account: str) -> list[PendingLogin]:
         doc = await asyncio.to_thread(self._read_locked)
-        found = []
-        for state, envelope in doc["pending"].items():
-            try:
-                pending = PendingLogin.model_validate(self.cipher.open(envelope, _aad_pending(state)))
-            except DecryptionError:
-                continue  # a login started under another key cannot be finished anyway
-            if pending.account == account:
-                found.append(pending)
-        return sorted(found, key=lambda p: p.created_at)
+        return open_pending_for(self.cipher, doc["pending"].items(), account)
 
     async def prune_pending(self, older_than: float) -> int:
         """Drop pending logins started before ``older_than`` (unix seconds)."""
@@ -101,7 +93,7 @@ class FileTokenStore:
             stale = []
             for state, envelope in doc["pending"].items():
                 try:
-                    created = float(self.cipher.open(envelope, _aad_pending(state))["created_at"])
+                    created = float(self.cipher.open(envelope, aad_pending(state))["created_at"])
                 except (DecryptionError, KeyError, TypeError, ValueError):
                     created = 0.0
                 if created < older_than:
@@ -136,7 +128,7 @@ class FileTokenStore:
     async def rotate_keys(self) -> int:
         def reseal(doc: dict[str, Any]) -> int:
             count = 0
-            for section, aad in (("accounts", _aad_account), ("pending", _aad_pending)):
+            for section, aad in (("accounts", aad_account), ("pending", aad_pending)):
                 for key, envelope in doc[section].items():
                     if not self.cipher.is_current(envelope):
                         doc[section][key] = self.cipher.seal(self.cipher.open(envelope, aad(key)), aad(key))
@@ -155,12 +147,12 @@ class FileTokenStore:
         envelope = doc["accounts"].get(account)
         if envelope is None:
             return None
-        record = AccountRecord.from_storage(self.cipher.open(envelope, _aad_account(account)), account)
+        record = AccountRecord.from_storage(self.cipher.open(envelope, aad_account(account)), account)
         if not self.cipher.is_current(envelope):
             # Lazy key rotation: the first read under a new key re-seals the record.
             def reseal(doc: dict[str, Any]) -> None:
                 if doc["accounts"].get(account) == envelope:
-                    doc["accounts"][account] = self.cipher.seal(record.to_storage(), _aad_account(account))
+                    doc["accounts"][account] = self.cipher.seal(record.to_storage(), aad_account(account))
 
             self._mutate(reseal)
         return record
@@ -259,10 +251,3 @@ def _fsync_dir(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def _aad_account(account: str) -> str:
-    return f"account:{account}"
-
-
-def _aad_pending(state: str) -> str:
-    return f"pending:{state}"

@@ -39,9 +39,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..crypto import Cipher
-from ..errors import DecryptionError, TokenStoreError
+from ..errors import TokenStoreError
 from ..tokens import PendingLogin
-from .base import AccountRecord
+from .base import AccountRecord, aad_account, aad_pending, open_pending_for
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class PostgresTokenStore:
             if row is None:
                 return None
             envelope, version = row
-            aad = _aad_account(account)
+            aad = aad_account(account)
             record = AccountRecord.from_storage(self.cipher.open(envelope, aad), account)
             if not self.cipher.is_current(envelope):
                 await self._reseal_account(conn, account, record, version)
@@ -198,7 +198,7 @@ class PostgresTokenStore:
     # -- pending logins --------------------------------------------------------------
 
     async def put_pending(self, pending: PendingLogin) -> None:
-        envelope = self.cipher.seal(pending.to_storage(), _aad_pending(pending.state))
+        envelope = self.cipher.seal(pending.to_storage(), aad_pending(pending.state))
         async with self._connection() as conn:
             await conn.execute(
                 sql.SQL(
@@ -218,7 +218,7 @@ class PostgresTokenStore:
             )
         if row is None:
             return None
-        return PendingLogin.model_validate(self.cipher.open(row[0], _aad_pending(state)))
+        return PendingLogin.model_validate(self.cipher.open(row[0], aad_pending(state)))
 
     async def pending_for(self, account: str) -> list[PendingLogin]:
         async with self._connection() as conn:
@@ -226,16 +226,8 @@ class PostgresTokenStore:
                 sql.SQL("SELECT state, envelope FROM {} WHERE account_id = %s").format(self._pending), (account,)
             )
             rows = await cur.fetchall()
-        found = []
-        for state, envelope in rows:
-            try:
-                pending = PendingLogin.model_validate(self.cipher.open(envelope, _aad_pending(state)))
-            except DecryptionError:
-                continue  # a login started under another key cannot be finished anyway
-            # The account_id column is a plaintext index; the sealed payload is what counts.
-            if pending.account == account:
-                found.append(pending)
-        return sorted(found, key=lambda p: p.created_at)
+        # The account_id column is a plaintext index; the sealed payload is what counts.
+        return open_pending_for(self.cipher, rows, account)
 
     async def prune_pending(self, older_than: float) -> int:
         """Drop pending logins started before ``older_than`` (unix seconds)."""
@@ -322,8 +314,8 @@ class PostgresTokenStore:
             # One transaction, like the file store's single rewrite: a record that cannot
             # be opened aborts the whole rotation rather than leaving it half done.
             async with conn.transaction():
-                count = await self._reseal_all(conn, self._tokens, "account_id", "token_envelope", _aad_account)
-                count += await self._reseal_all(conn, self._pending, "state", "envelope", _aad_pending)
+                count = await self._reseal_all(conn, self._tokens, "account_id", "token_envelope", aad_account)
+                count += await self._reseal_all(conn, self._pending, "state", "envelope", aad_pending)
             return count
 
     async def close(self) -> None:
@@ -334,7 +326,7 @@ class PostgresTokenStore:
     # -- internals -------------------------------------------------------------------
 
     def _row_values(self, record: AccountRecord) -> tuple[str, Jsonb, float, str | None, str | None, bool]:
-        envelope = self.cipher.seal(record.to_storage(), _aad_account(record.account))
+        envelope = self.cipher.seal(record.to_storage(), aad_account(record.account))
         tokens = record.tokens
         return (
             record.account,
@@ -350,7 +342,7 @@ class PostgresTokenStore:
         # content is unchanged, so the version is not bumped (a concurrent
         # save_if_version must not fail over it), and a row someone rewrote meanwhile is
         # left alone.
-        envelope = self.cipher.seal(record.to_storage(), _aad_account(account))
+        envelope = self.cipher.seal(record.to_storage(), aad_account(account))
         await conn.execute(
             sql.SQL("UPDATE {} SET token_envelope = %s WHERE account_id = %s AND version = %s").format(self._tokens),
             (Jsonb(envelope), account, version),
@@ -576,10 +568,3 @@ def _describe(params: Mapping[str, Any]) -> str:
 def _table(schema: str | None, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name) if schema else sql.Identifier(name)
 
-
-def _aad_account(account: str) -> str:
-    return f"account:{account}"
-
-
-def _aad_pending(state: str) -> str:
-    return f"pending:{state}"

@@ -13,6 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.fake_anthropic import FakeAnthropic
+from tests.backends import drop_our_tables
 from tests.tcp_proxy import ThreadedTcpProxy, free_port
 
 from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
@@ -75,10 +76,7 @@ def test_redis_stopped_mid_run_requests_keep_working(
 def test_postgres_outage_gives_clear_errors_then_recovers(
     fake: FakeAnthropic, pg_dsn: str, tmp_path: Path
 ) -> None:
-    import psycopg
-
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute('DROP TABLE IF EXISTS "LiteLLM_ClaudeOAuthTokens", "LiteLLM_ClaudeOAuthPending"')
+    drop_our_tables(pg_dsn)
     params = conninfo_to_dict(pg_dsn)
     forwarder = ThreadedTcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
     forwarder.up()

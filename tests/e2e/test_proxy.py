@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import TEST_REDIS_URL
+from tests.backends import TEST_REDIS_URL, drop_our_tables, flush_redis
 from tests.fake_anthropic import FakeAnthropic
 
 from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
@@ -39,12 +39,8 @@ def proxy(
 
 
 def reset_shared_backends(pg_dsn: str) -> None:
-    import psycopg
-    import redis
-
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute('DROP TABLE IF EXISTS "LiteLLM_ClaudeOAuthTokens", "LiteLLM_ClaudeOAuthPending"')
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    drop_our_tables(pg_dsn)
+    flush_redis(TEST_REDIS_URL)
 
 
 def test_not_logged_in_is_a_clear_401(proxy: Proxy) -> None:
