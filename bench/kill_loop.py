@@ -19,14 +19,16 @@ refresh-token rotation (as Anthropic does) and without, where any loss is ours.
 
 Kill timing: the seeded RNG picks a stratum, then a uniform moment inside it. 10% of
 loops kill a process while it starts up (spawn -> imports done); the rest send "go" to
-an already started process and kill it 0 ms -> 1.25 x (go -> saved) later: 15% before
-the upstream call, 30% during it, 30% between the answer and the completed save, 15%
-after. Strata come from the median phase times of recent un-killed refreshes plus this
-loop's ``token_delay`` (the fake waits 10-50 ms, random, before answering) and fsync
-stall (the child sleeps 0-15 ms, random, in each fsync: test-side fault injection that
-widens the file-write window; the store's code is unchanged). Real timings jitter, so
-the phase a kill actually landed in is read from markers the child prints around the
-upstream call and the file write, and from the fake's request counter.
+an already started process and kill it somewhere between "go" and 25% past its save:
+15% before its request reaches the fake, 30% between that and reading the answer, 30%
+between the answer and the completed save, 15% after. Each stratum is timed from the
+event that opens it (go, the request's arrival, the child's "answer read" and "saved"
+markers, read live from its stdout) for as long as it lasted in recent un-killed
+refreshes, plus this loop's ``token_delay`` (the fake waits 10-50 ms, random, before
+answering) and fsync stall (the child sleeps 0-15 ms, random, in each fsync: test-side
+fault injection that widens the file-write window; the store's code is unchanged).
+Timings still jitter, so the phase a kill actually landed in is read from the markers
+the child printed before dying and from the fake's request counter.
 
     .venv/bin/python -m bench.kill_loop [--loops 100] [--seed N] [--accounts 3]
 """
@@ -48,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -58,15 +61,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from litellm_claude_oauth.manager import TokenManager  # noqa: E402
-from litellm_claude_oauth.settings import Settings  # noqa: E402
-from litellm_claude_oauth.store import AccountRecord, cipher_for  # noqa: E402
-from litellm_claude_oauth.store.file import FileTokenStore  # noqa: E402
-from tests.fake_anthropic import FakeAnthropic  # noqa: E402
+from litellm_claude_oauth.manager import TokenManager
+from litellm_claude_oauth.settings import Settings
+from litellm_claude_oauth.store import AccountRecord, cipher_for
+from litellm_claude_oauth.store.file import FileTokenStore
+from tests.fake_anthropic import FakeAnthropic
 
 ACCOUNTS = ("default", "alice", "bob")
 ENCRYPTION_KEY = "c3" * 32
-RECOVERY_TIMEOUT = 8.0  # seconds from "go" to exit for the refresh after a kill
+RECOVERY_TIMEOUT = 8.0  # seconds from "go" to success for the refresh after a kill
 WINDOW_SLACK = 1.25
 # Where kills are aimed (the phase is then read from what actually happened):
 STRATA = (
@@ -193,27 +196,54 @@ class Child:
         self.ready_at: float | None = None
         self.go_at: float | None = None
         self._buf = b""
+        self._lines: list[str] = []  # marker lines read so far, "ready" excluded
+
+    def _read_line(self, deadline: float) -> str | None:
+        """The next line of stdout; None at end of file. TimeoutError past ``deadline``."""
+        assert self.proc.stdout is not None
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode(errors="replace")
 
     def wait_ready(self, timeout: float = 30.0) -> float:
         """Seconds from spawn to imports done."""
         if self.ready_at is None:
-            deadline = time.monotonic() + timeout
-            assert self.proc.stdout is not None
-            while b"\n" not in self._buf:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                    self.kill()
-                    raise TimeoutError(f"refresh process not ready after {timeout:.0f}s")
-                chunk = os.read(self.proc.stdout.fileno(), 4096)
-                if not chunk:
-                    _, _, err = self.finish(5)
-                    raise RuntimeError(f"refresh process died while starting: {err[-500:]}")
-                self._buf += chunk
-            line, _, self._buf = self._buf.partition(b"\n")
-            if not line.startswith(b"ready "):
+            try:
+                line = self._read_line(time.monotonic() + timeout)
+            except TimeoutError:
+                self.kill()
+                raise TimeoutError(f"refresh process not ready after {timeout:.0f}s") from None
+            if line is None:
+                _, _, err = self.finish(5)
+                raise RuntimeError(f"refresh process died while starting: {err[-500:]}")
+            if not line.startswith("ready "):
                 raise RuntimeError(f"unexpected first line from refresh process: {line!r}")
             self.ready_at = time.monotonic()
         return self.ready_at - self.spawned
+
+    def wait_marker(self, tag: str, timeout: float) -> bool:
+        """Read markers until ``tag``; False if the process ended or the time ran out first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._read_line(deadline)
+            except TimeoutError:
+                return False
+            if line is None:
+                return False
+            self._lines.append(line)
+            if line.split(" ", 1)[0] == tag:
+                return True
+
+    def markers(self) -> Markers:
+        return Markers.parse(self._lines)
 
     def go(self, account: str, stall: float) -> None:
         assert self.proc.stdin is not None
@@ -230,9 +260,9 @@ class Child:
         except subprocess.TimeoutExpired:
             self.kill()
             out, err = self.proc.communicate()
-        lines = (self._buf + (out or b"")).decode(errors="replace").splitlines()
+        self._lines += (self._buf + (out or b"")).decode(errors="replace").splitlines()
         self._buf = b""
-        return self.proc.returncode, Markers.parse(lines), (err or b"").decode(errors="replace")
+        return self.proc.returncode, self.markers(), (err or b"").decode(errors="replace")
 
     def close(self) -> None:
         if self.proc.returncode is None:
@@ -244,21 +274,25 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.kill()
                 self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 class Pool:
-    def __init__(self, env: dict[str, str], size: int = 3):
+    def __init__(self, env: dict[str, str], size: int = 2):
         self.env = env
         self.size = size
         self.children: deque[Child] = deque()
         self.startup_times: list[float] = []
+        self.retired: list[tuple[Child, LoopOutcome]] = []
         self.refill()
 
     def take(self, *, quiet: bool) -> Child:
-        """A started child; ``quiet`` waits for the spare ones too, so no import competes for the CPU."""
+        """A started child; ``quiet`` waits for the others to start or end, so none competes for the CPU."""
+        if quiet:
+            self.reap()
         for child in list(self.children) if quiet else [self.children[0]]:
             self.startup_times.append(child.wait_ready())
         return self.children.popleft()
@@ -267,7 +301,21 @@ class Pool:
         while len(self.children) < self.size:
             self.children.append(Child(self.env))
 
+    def retire(self, child: Child, outcome: LoopOutcome) -> None:
+        self.retired.append((child, outcome))
+
+    def reap(self) -> None:
+        """Wait for the recovery processes to exit: after printing success they must exit 0."""
+        for child, outcome in self.retired:
+            code, _, err = child.finish(10)
+            child.close()
+            if code != 0 and outcome.recovery_error is None:
+                tail = err.strip().splitlines()[-1] if err.strip() else "no output"
+                outcome.recovery_error = f"exit {code} after finishing the refresh: {tail}"
+        self.retired.clear()
+
     def close(self) -> None:
+        self.reap()
         while self.children:
             self.children.popleft().close()
 
@@ -281,9 +329,11 @@ class TimedFake(FakeAnthropic):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.token_arrivals: list[float] = []
+        self.arrived = threading.Event()
 
     async def _h_token(self, request):  # type: ignore[no-untyped-def]
         self.token_arrivals.append(time.monotonic())
+        self.arrived.set()
         return await super()._h_token(request)
 
 
@@ -325,8 +375,8 @@ def login(settings: Settings, fake: FakeAnthropic, account: str) -> str:
 
 def refresh_token_alive(fake: FakeAnthropic, token: str | None) -> bool:
     """Would the fake accept this refresh token? Asked without spending it."""
-    with fake._lock:  # noqa: SLF001 - the fake is ours; a real refresh would rotate the token
-        return token is not None and token in fake._refresh_tokens  # noqa: SLF001
+    with fake._lock:  # the fake is ours: a real refresh would rotate the token
+        return token is not None and token in fake._refresh_tokens
 
 
 def rotated_by_request(fake: FakeAnthropic, token: str) -> bool:
@@ -389,21 +439,21 @@ def tmp_files(path: Path) -> list[Path]:
 class Timing:
     """Median phase boundaries (seconds after "go") of recent un-killed refreshes.
 
-    They ran with no token_delay and no fsync stall; :meth:`window` adds a loop's own.
+    They ran with no token_delay and no fsync stall; :meth:`aim` adds a loop's own.
     """
 
     def __init__(self) -> None:
         self.samples: dict[str, deque[float]] = {k: deque(maxlen=9) for k in ("arrival", "answer", "saved")}
 
-    def add(self, child: Child, markers: Markers, fake: TimedFake, token_delay: float = 0.0, stall: float = 0.0) -> bool:
-        """Learn from a refresh that got as far as a completed save."""
+    def add(self, child: Child, markers: Markers, fake: TimedFake) -> bool:
+        """Learn from an un-killed refresh (never from victims: only the fast ones would count)."""
         go, answer, saved = child.go_at, markers.at("U-"), markers.at("W-")
         if go is None or answer is None or saved is None:
             return False
         arrivals = [t for t in fake.token_arrivals if go <= t <= answer]
         if not arrivals:
             return False
-        offsets = (arrivals[0] - go, answer - go - token_delay, saved - go - token_delay - 2 * stall)
+        offsets = (arrivals[0] - go, answer - go, saved - go)
         for key, offset in zip(self.samples, offsets):
             self.samples[key].append(offset)
         return True
@@ -411,15 +461,16 @@ class Timing:
     def median(self, key: str) -> float:
         return statistics.median(self.samples[key])
 
-    def window(self, stratum: str, token_delay: float, stall: float) -> tuple[float, float]:
-        # The upstream call starts, as far as the server is concerned, when the request arrives.
-        call, answer = self.median("arrival"), self.median("answer") + token_delay
-        saved = self.median("saved") + token_delay + 2 * stall  # the file's fsync and the directory's
+    def aim(self, stratum: str, token_delay: float, stall: float) -> tuple[str, float]:
+        """(the event the stratum starts at, how long it lasts). Events: "go", the request's
+        arrival at the fake, and the child's "U-" (answer read) and "W-" (save done) markers.
+        Timing from the event, not from "go", keeps jitter from blurring the short write window."""
+        arrival, answer, saved = self.median("arrival"), self.median("answer"), self.median("saved")
         return {
-            "pre-call": (0.0, call),
-            "call": (call, answer),
-            "write": (answer, saved),
-            "post": (saved, saved * WINDOW_SLACK),
+            "pre-call": ("go", arrival),
+            "call": ("arrival", answer - arrival + token_delay),
+            "write": ("U-", saved - answer + 2 * stall),  # two fsyncs: the temp file's and the directory's
+            "post": ("W-", (WINDOW_SLACK - 1) * (saved + token_delay + 2 * stall)),
         }[stratum]
 
 
@@ -434,6 +485,7 @@ class LoopOutcome:
     delay_ms: float
     token_delay_ms: float
     stall_ms: float
+    aimed: str = ""  # the stratum the kill was aimed at (STRATA)
     new_tmp: int = 0
     corrupt: str | None = None
     lost_by_us: list[str] = field(default_factory=list)
@@ -590,6 +642,7 @@ def _one_loop(
     stall = rng.uniform(0.0, max_stall)
     position = rng.random()
 
+    notes: list[str] = []
     tmp_before = len(tmp_files(token_file))
     fake.reset_records()
     fake.token_delay = delay_s
@@ -601,19 +654,26 @@ def _one_loop(
         victim.kill()
     else:
         victim = pool.take(quiet=True)
-        start, end = timing.window(stratum, delay_s, stall)
-        kill_after = start + position * (end - start)
+        anchor, span = timing.aim(stratum, delay_s, stall)
+        fake.arrived.clear()
         victim.go(account, stall)
         assert victim.go_at is not None
-        time.sleep(max(0.0, victim.go_at + kill_after - time.monotonic()))
+        if anchor == "go":
+            reached = True
+        elif anchor == "arrival":
+            reached = fake.arrived.wait(5)
+        else:
+            reached = victim.wait_marker(anchor, 5)
+        time.sleep(position * span)
         victim.kill()
+        kill_after = time.monotonic() - victim.go_at
+        if not reached:
+            notes.append(f"aimed after {anchor!r}, which did not happen")
     _, markers, _ = victim.finish(10)
     victim.close()
-    pool.refill()  # the replacement imports while we check
-    if not at_startup:
-        # Killed after its save: as good a timing sample as an un-killed run (nothing else was running).
-        timing.add(victim, markers, fake, delay_s, stall)
-    outcome = LoopOutcome(index, account, "", kill_after * 1000, delay_s * 1000, stall * 1000)
+    outcome = LoopOutcome(
+        index, account, "", kill_after * 1000, delay_s * 1000, stall * 1000, aimed=stratum, notes=notes
+    )
     if not settle_upstream(fake):
         outcome.notes.append("the fake still had an unanswered token request after 5 s")
     fake.token_delay = 0.0
@@ -634,7 +694,8 @@ def _one_loop(
             else:
                 expected[name] = records[name].tokens.refresh  # type: ignore[assignment]
 
-    _recover(outcome, pool, fake, settings, token_file, names, expected)
+    _recover(outcome, pool, fake, settings, token_file, names, expected, timing)
+    pool.refill()  # replacements import while the next loop checks its pool
     return outcome
 
 
@@ -663,6 +724,7 @@ def _check_tokens(
     dead: list[str] = []
     new_fp = markers.arg("U-")
     saved = "W-" in markers
+    returned = "T" in markers  # force_refresh handed out the new token: it must be in the file by then
     for name, record in records.items():
         stored = record.tokens.refresh
         old = expected[name]
@@ -675,8 +737,9 @@ def _check_tokens(
             )
         elif stored != old and fingerprint(stored) != new_fp:
             problem = f"'{name}': stored refresh token {fingerprint(stored)} is neither the old nor the refreshed one"
-        elif saved and fingerprint(stored) != new_fp:
-            problem = f"'{name}': the save completed ({new_fp}) but the file still holds {fingerprint(stored)}"
+        elif (saved or returned) and fingerprint(stored) != new_fp:
+            what = "the save completed" if saved else "the refresh returned"
+            problem = f"'{name}': {what} ({new_fp}) but the file still holds {fingerprint(stored)}"
         elif refresh_token_alive(fake, stored):
             problem = None
         elif stored == old and not saved and rotated_by_request(fake, old):
@@ -709,20 +772,27 @@ def _recover(
     token_file: Path,
     names: tuple[str, ...],
     expected: dict[str, str],
+    timing: Timing,
 ) -> None:
-    """A refresh of the same account in a fresh process: proves the locks are free and the token good."""
-    child = pool.take(quiet=False)
-    pool.refill()  # imports compete with this refresh; only its success counts, not its timing
+    """A refresh of the same account in a fresh process: proves the locks are free and the token good.
+
+    Nothing else of ours runs meanwhile, so its phase times calibrate the victims' kill windows.
+    """
+    child = pool.take(quiet=True)
     child.go(outcome.account, 0.0)
     assert child.go_at is not None
-    code, markers, err = child.finish(RECOVERY_TIMEOUT)
+    done = child.wait_marker("D", RECOVERY_TIMEOUT)
     outcome.recovery_s = time.monotonic() - child.go_at
-    child.close()
     error = None
-    if code != 0 or "D" not in markers:
+    if not done:
+        code, _, err = child.finish(2)  # killed if still running
+        child.close()
         tail = err.strip().splitlines()[-1] if err.strip() else "no output"
-        error = f"exit {code} after {outcome.recovery_s:.1f}s: {tail}"
+        error = f"no success after {outcome.recovery_s:.1f}s (exit {code}): {tail}"
     else:
+        markers = child.markers()
+        timing.add(child, markers, fake)
+        pool.retire(child, outcome)  # its exit status is checked once it has wound down
         records, problem = read_store(token_file, settings, names)
         got = markers.arg("T")
         if problem is not None:
@@ -796,7 +866,7 @@ def main() -> None:
                 "lost-upstream" if o.lost_upstream else "", f"+{o.new_tmp}tmp" if o.new_tmp else "",
                 "RECOVERY-FAILED" if o.recovery_error else "",
             ]))  # fmt: skip
-            print(f"{o.index:4d} {o.account:<8} {o.phase:<16} kill +{o.delay_ms:6.1f}ms "
+            print(f"{o.index:4d} {o.account:<8} aimed {o.aimed:<8} got {o.phase:<16} kill +{o.delay_ms:6.1f}ms "
                   f"(token_delay {o.token_delay_ms:4.1f}ms, stall {o.stall_ms:4.1f}ms) "
                   f"recovery {o.recovery_s:.2f}s {flags}", flush=True)  # fmt: skip
 
