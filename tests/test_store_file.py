@@ -97,25 +97,61 @@ async def test_failed_rename_keeps_old_file_and_no_temp_files(path: Path, monkey
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_crash_between_temp_write_and_rename_leaves_old_file_valid(path: Path) -> None:
-    """A real process dies (os._exit) right before the rename: the old tokens still load."""
-    asyncio.run(FileTokenStore(path, Cipher(A)).save(record(n=1)))
+def _crash_during_save(path: Path, replace: str) -> subprocess.CompletedProcess:
+    """A real process saves record(n=2) and dies (os._exit) where ``replace`` says."""
     script = textwrap.dedent(
         f"""
         import asyncio, os
         from litellm_claude_oauth.crypto import Cipher
         from litellm_claude_oauth.store.file import FileTokenStore
         from tests.test_store_file import record
-        os.replace = lambda src, dst: os._exit(9)
+        {replace}
         asyncio.run(FileTokenStore({str(path)!r}, Cipher(bytes.fromhex("a1" * 32))).save(record(n=2)))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
-    assert proc.returncode == 9
-    leftovers = [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    assert leftovers, "the crash should have happened after the temp file was written"
-    loaded = asyncio.run(FileTokenStore(path, Cipher(A)).load("default"))
-    assert loaded is not None and loaded.tokens.access == "sk-ant-oat01-acc1"
+    return subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent)
+
+
+def tmp_files(path: Path) -> list[Path]:
+    return [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_crash_between_temp_write_and_rename_is_rolled_forward(path: Path) -> None:
+    """The dead writer's complete temp file (maybe a freshly rotated refresh token) is not lost."""
+    asyncio.run(FileTokenStore(path, Cipher(A)).save(record(n=1)))
+    assert _crash_during_save(path, "os.replace = lambda src, dst: os._exit(9)").returncode == 9
+    assert tmp_files(path), "the crash should have happened after the temp file was written"
+    assert asyncio.run(FileTokenStore(path, Cipher(A)).load("default")).tokens.access == "sk-ant-oat01-acc2"
+    assert tmp_files(path) == []
+
+
+def test_crash_in_the_middle_of_the_temp_write_keeps_the_old_file(path: Path) -> None:
+    asyncio.run(FileTokenStore(path, Cipher(A)).save(record(n=1)))
+    # Die after half of the bytes reached the temp file.
+    crash = """
+_fdopen = os.fdopen
+class HalfThenDie:
+    def __init__(self, fh): self.fh = fh
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+    def write(self, data): self.fh.write(data[: len(data) // 2]); self.fh.flush(); os._exit(9)
+os.fdopen = lambda fd, mode: HalfThenDie(_fdopen(fd, mode))
+"""
+    assert _crash_during_save(path, crash.replace("\n", "\n        ")).returncode == 9
+    assert tmp_files(path)
+    assert asyncio.run(FileTokenStore(path, Cipher(A)).load("default")).tokens.access == "sk-ant-oat01-acc1"
+    assert tmp_files(path) == []  # the partial temp file, with its secrets, is gone
+
+
+def test_orphan_older_than_the_file_is_discarded(path: Path) -> None:
+    store = FileTokenStore(path, Cipher(A))
+    asyncio.run(store.save(record(n=1)))
+    orphan = path.parent / f".{path.name}.stale.tmp"
+    orphan.write_bytes(path.read_bytes())
+    os.utime(orphan, ns=(1, 1))  # written long before the current file
+    asyncio.run(store.save(record(n=3)))
+    assert not orphan.exists()
+    assert asyncio.run(store.load("default")).tokens.access == "sk-ant-oat01-acc3"
 
 
 async def test_key_rotation_reseals_lazily_and_in_bulk(path: Path) -> None:

@@ -165,15 +165,15 @@ class FileTokenStore:
             except Timeout:
                 raise TokenStoreError(f"timed out waiting for the lock on {self.path}.lock") from None
             try:
+                self._finish_interrupted_write()
                 yield
             finally:
                 self._io_lock.release()
 
     def _read_locked(self) -> dict[str, Any]:
-        if not self.path.exists():
+        if not self.path.parent.exists():
             # Reading must not create ~/.litellm or lock files as a side effect.
             return self._read()
-        self._ensure_dir()
         with self._locked():
             return self._read()
 
@@ -193,6 +193,40 @@ class FileTokenStore:
             except OSError as exc:
                 raise TokenStoreError(f"cannot create {parent}: {exc.strerror}") from None
 
+    def _finish_interrupted_write(self) -> None:
+        """Deal with what a writer killed between writing its temp file and the rename left.
+
+        Writers hold the lock we now hold, so any temp file is an orphan. A complete one
+        that is newer than the token file is the state its writer meant to commit, maybe
+        with a freshly rotated refresh token that exists nowhere else: roll it forward.
+        Anything else (partial, older) is deleted, so stale tokens do not linger on disk.
+        """
+        orphans = list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        if not orphans:
+            return
+        try:
+            current = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            current = -1
+        complete = []
+        for orphan in orphans:
+            try:
+                stamp = orphan.stat().st_mtime_ns
+                self._parse(orphan.read_bytes(), orphan)
+            except (OSError, TokenStoreError):
+                continue
+            if stamp > current:
+                complete.append((stamp, orphan))
+        newest = max(complete)[1] if complete else None
+        for orphan in orphans:
+            if orphan != newest:
+                with contextlib.suppress(OSError):
+                    orphan.unlink()
+        if newest is not None:
+            os.replace(newest, self.path)
+            _fsync_dir(self.path.parent)
+            log.warning("Claude OAuth: completed a token file write interrupted by a crash (%s)", self.path)
+
     def _read(self) -> dict[str, Any]:
         try:
             raw = self.path.read_bytes()
@@ -200,24 +234,27 @@ class FileTokenStore:
             return {"format": FORMAT, "version": VERSION, "accounts": {}, "pending": {}}
         except OSError as exc:
             raise TokenStoreError(f"cannot read {self.path}: {exc.strerror}") from None
+        return self._parse(raw, self.path)
+
+    def _parse(self, raw: bytes, origin: Path) -> dict[str, Any]:
         try:
             doc = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise TokenStoreError(
-                f"{self.path} is not valid JSON; it was left untouched. Restore it from a backup or move it "
+                f"{origin} is not valid JSON; it was left untouched. Restore it from a backup or move it "
                 "aside and log in again."
             ) from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise TokenStoreError(
-                f"{self.path} is not a litellm-claude-oauth token file; it was left untouched "
+                f"{origin} is not a litellm-claude-oauth token file; it was left untouched "
                 "(to bring in Claude Code credentials use `litellm claude import`)."
             )
         if doc.get("version") != VERSION:
-            raise TokenStoreError(f"{self.path} has unsupported version {doc.get('version')!r}")
+            raise TokenStoreError(f"{origin} has unsupported version {doc.get('version')!r}")
         doc.setdefault("accounts", {})
         doc.setdefault("pending", {})
         if not isinstance(doc["accounts"], dict) or not isinstance(doc["pending"], dict):
-            raise TokenStoreError(f"{self.path} is malformed; it was left untouched")
+            raise TokenStoreError(f"{origin} is malformed; it was left untouched")
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
