@@ -30,7 +30,7 @@ ensure_postgres() {
     log "installing PostgreSQL"; apt_install postgresql
   fi
   local version
-  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$version" ]; then log "no PostgreSQL cluster found"; return 1; fi
   log "starting PostgreSQL $version"
   pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
