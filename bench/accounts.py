@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import abba, load, print_results  # noqa: E402
-from tests.e2e.harness import LITELLM, FakeProcess, Proxy, proxy_env, start_proxy, stop_proxy  # noqa: E402
+from tests.e2e.harness import FakeProcess, Proxy, cli_login, proxy_env, start_proxy, stop_proxy  # noqa: E402
 
 MODEL = "claude-haiku-3.5"
 
@@ -40,13 +38,8 @@ def config(tmp: Path, marker: str) -> Path:
 
 
 def login(env: dict[str, str], fake: FakeProcess, account: str) -> None:
-    def run(*args: str) -> str:
-        return subprocess.run([str(LITELLM), "claude", *args, "--account", account], env=env,
-                              capture_output=True, text=True, check=True).stdout
-
     fake.control(next_email=f"{account}@example.com")
-    code, state = fake.authorize(json.loads(run("login", "--json"))["authorization_url"])
-    run("callback", f"{code}#{state}")
+    cli_login(env, fake, account)
 
 
 def main() -> None:

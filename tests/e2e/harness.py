@@ -112,16 +112,32 @@ def stop_proxy(proxy: Proxy, *, check_log: bool = True) -> None:
 
 
 def _terminate(proxy: Proxy) -> None:
+    for proc in proxy.processes:
+        terminate_group(proc, grace=15)
+
+
+def terminate_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a process started with start_new_session, and its children; SIGKILL after ``grace``."""
     import signal
 
-    for proc in proxy.processes:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def wait_for_port(port: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 class FakeProcess:
@@ -157,29 +173,35 @@ class FakeProcess:
         return httpx.get(f"{self.url}/_fake/state").json()
 
 
-def login_and_export(env: dict[str, str], fake: FakeProcess | FakeAnthropic) -> str:
-    """Log in through the CLI (in its own processes) and return the access token."""
+def cli_login(env: dict[str, str], fake: FakeProcess | FakeAnthropic, account: str | None = None) -> None:
+    """Log in with `litellm claude login` + `callback`, each in its own process, as a person would."""
     import json
 
     def run(*args: str) -> str:
-        return subprocess.run(
-            [str(LITELLM), "claude", *args], env=env, capture_output=True, text=True, check=True, timeout=60
-        ).stdout
+        done = subprocess.run(
+            [str(LITELLM), "claude", *args, *(["--account", account] if account else [])],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, f"litellm claude {args[0]}: {done.stdout}{done.stderr}"
+        return done.stdout
 
     code, state = fake.authorize(json.loads(run("login", "--json"))["authorization_url"])
     run("callback", f"{code}#{state}")
-    return json.loads(run("export", "--show-tokens"))["access_token"]
+
+
+def login_and_export(env: dict[str, str], fake: FakeProcess | FakeAnthropic) -> str:
+    """Log in through the CLI and return the access token (for a static-key baseline)."""
+    import json
+
+    cli_login(env, fake)
+    exported = subprocess.run(
+        [str(LITELLM), "claude", "export", "--show-tokens"], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(exported.stdout)["access_token"]
 
 
 def login_via_cli(proxy: Proxy, fake: FakeAnthropic, account: str | None = None) -> None:
-    import json
-
-    extra = ["--account", account] if account else []
-    started = proxy.cli("login", "--json", *extra)
-    assert started.returncode == 0, started.stderr
-    code, state = fake.authorize(json.loads(started.stdout)["authorization_url"])
-    done = proxy.cli("callback", f"{code}#{state}", *extra)
-    assert done.returncode == 0, done.stderr + done.stdout
+    cli_login(proxy.env, fake, account)
 
 
 def chat(client: httpx.Client, model: str = "claude-haiku-3.5", text: str = "Hello, how are you?") -> httpx.Response:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-from .harness import Proxy, chat, proxy_env, start_proxy, stop_proxy
+from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +35,7 @@ def pooled(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Ite
     proxy = start_proxy(proxy_env(fake, tmp), tmp / "proxy.log", config=config)
     for account, email in ACCOUNTS.items():
         fake.next_email = email
-        started = proxy.cli("login", "--json", "--account", account)
-        code, state = fake.authorize(json.loads(started.stdout)["authorization_url"])
-        assert proxy.cli("callback", f"{code}#{state}", "--account", account).returncode == 0
+        login_via_cli(proxy, fake, account)
     yield proxy
     stop_proxy(proxy)
 

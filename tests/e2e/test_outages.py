@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -16,7 +15,7 @@ from tests.fake_anthropic import FakeAnthropic
 from tests.backends import drop_our_tables
 from tests.tcp_proxy import ThreadedTcpProxy, free_port
 
-from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
+from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +30,7 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
     )
-    for _ in range(100):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}", timeout=0.2) is not None:
-                break
-        except httpx.HTTPError:
-            import socket
-
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-        time.sleep(0.05)
+    wait_for_port(port)
     yield f"redis://127.0.0.1:{port}/0", proc
     proc.kill()
     proc.wait(5)

@@ -35,6 +35,7 @@ import json
 import re
 import textwrap
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -120,12 +121,7 @@ CUSTOM_AUTH = textwrap.dedent(
 def proxy(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     tmp = tmp_path_factory.mktemp("schemathesis")
     fake.access_ttl = 3600
-    running = start_proxy(proxy_env(fake, tmp), tmp / "proxy.log")
-    try:
-        login_via_cli(running, fake)
-        yield running
-    finally:
-        stop_proxy(running)
+    yield from logged_in_proxy(fake, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +132,11 @@ def custom_auth_proxy(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFact
     config.setdefault("general_settings", {})["custom_auth"] = "fuzz_custom_auth.user_api_key_auth"
     (tmp / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp / "fuzz_custom_auth.py").write_text(CUSTOM_AUTH)  # LiteLLM imports it from the config's directory
-    running = start_proxy(proxy_env(fake, tmp), tmp / "proxy.log", config=tmp / "config.yaml")
+    yield from logged_in_proxy(fake, tmp, config=tmp / "config.yaml")
+
+
+def logged_in_proxy(fake: FakeAnthropic, tmp: Path, config: Path = ROOT / "config.oauth.yaml") -> Iterator[Proxy]:
+    running = start_proxy(proxy_env(fake, tmp), tmp / "proxy.log", config=config)
     try:
         login_via_cli(running, fake)
         yield running

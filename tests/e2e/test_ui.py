@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-from .harness import MASTER_KEY, ROOT, Proxy, proxy_env, start_proxy, stop_proxy
+from .harness import MASTER_KEY, ROOT, Proxy, proxy_env, start_proxy, stop_proxy, terminate_group
 
 pytestmark = pytest.mark.e2e
 
@@ -227,13 +226,7 @@ async def chromium() -> AsyncIterator[Page]:
             finally:
                 await page.close()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        terminate_group(proc, grace=10)
         stderr.close()
         shutil.rmtree(profile, ignore_errors=True)
 
