@@ -42,10 +42,6 @@ class Cipher:
     def enabled(self) -> bool:
         return self._current is not None
 
-    @property
-    def current_key_id(self) -> str | None:
-        return key_id(self._current) if self._current else None
-
     def seal(self, payload: dict[str, Any], aad: str) -> dict[str, Any]:
         plaintext = json.dumps(payload, separators=(",", ":")).encode()
         if self._current is None:

@@ -480,8 +480,3 @@ def get_manager() -> TokenManager:
     if _manager is None:
         _manager = TokenManager.from_settings()
     return _manager
-
-
-def reset_manager() -> None:
-    global _manager
-    _manager = None

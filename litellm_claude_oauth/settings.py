@@ -38,9 +38,6 @@ class RedisSettings(BaseModel):
 
     url: SecretStr
 
-    def client_kwargs(self) -> dict[str, object]:
-        return {"url": self.url.get_secret_value()}
-
 
 class Settings(BaseModel):
     """Validated view of the environment; build it with :meth:`from_env`."""
