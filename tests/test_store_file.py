@@ -4,6 +4,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -90,7 +91,7 @@ async def test_failed_rename_keeps_old_file_and_no_temp_files(path: Path, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(TokenStoreError, match="No space left on device"):
         await store.save(record(n=2))
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -146,12 +147,75 @@ os.fdopen = lambda fd, mode: HalfThenDie(_fdopen(fd, mode))
 def test_orphan_older_than_the_file_is_discarded(path: Path) -> None:
     store = FileTokenStore(path, Cipher(A))
     asyncio.run(store.save(record(n=1)))
-    orphan = path.parent / f".{path.name}.stale.tmp"
+    orphan = path.parent / f".{path.name}.stale123.tmp"  # mkstemp's shape: 8 random characters
     orphan.write_bytes(path.read_bytes())
     os.utime(orphan, ns=(1, 1))  # written long before the current file
     asyncio.run(store.save(record(n=3)))
     assert not orphan.exists()
     assert asyncio.run(store.load("default")).tokens.access == "sk-ant-oat01-acc3"
+
+
+def test_another_stores_temp_file_in_the_same_directory_is_left_alone(path: Path) -> None:
+    """Audit L2: `claude_tokens.json.staging` writes `.claude_tokens.json.staging.XXXXXXXX.tmp` beside us."""
+    store = FileTokenStore(path, Cipher(A))
+    asyncio.run(store.save(record(n=1)))
+    staging = FileTokenStore(path.with_name(path.name + ".staging"), Cipher(A))
+    asyncio.run(staging.save(record("staging-only", 2)))
+    theirs = path.parent / f".{path.name}.staging.abcd1234.tmp"
+    theirs.write_bytes(staging.path.read_bytes())
+    asyncio.run(store.save(record(n=3)))
+    assert theirs.exists(), "another store's in-flight temp file was deleted"
+    assert asyncio.run(store.accounts()) == ["default"]
+    assert asyncio.run(store.load("default")).tokens.access == "sk-ant-oat01-acc3"
+
+
+@pytest.mark.parametrize("errno_, message", [(28, "No space left on device"), (13, "Permission denied"), (5, "Input/output error")])
+async def test_any_os_error_while_writing_is_a_token_store_error(
+    path: Path, monkeypatch: pytest.MonkeyPatch, errno_: int, message: str
+) -> None:
+    """Audit H2: the manager keeps a rotated token in memory only on TokenStoreError."""
+    store = FileTokenStore(path, Cipher(A))
+    await store.save(record(n=1))
+
+    def broken_mkstemp(*args: object, **kwargs: object) -> None:
+        raise OSError(errno_, message)
+
+    monkeypatch.setattr(tempfile, "mkstemp", broken_mkstemp)
+    with pytest.raises(TokenStoreError, match=message):
+        await store.update("default", lambda current: record(n=2))
+    monkeypatch.undo()
+    assert (await store.load("default")).tokens.access == "sk-ant-oat01-acc1"
+
+
+def test_a_token_path_under_a_regular_file_is_one_clear_error(tmp_path: Path) -> None:
+    """Audit L7: filelock's mkdir used to raise a raw FileExistsError."""
+    (tmp_path / "not-a-dir").write_text("x")
+    store = FileTokenStore(tmp_path / "not-a-dir" / "tokens.json", Cipher(A))
+    with pytest.raises(TokenStoreError):
+        asyncio.run(store.save(record()))
+
+
+async def test_update_is_read_modify_write_of_the_current_record(path: Path) -> None:
+    store = FileTokenStore(path, Cipher(A))
+    assert await store.update("default", lambda current: current) is None  # nothing there, nothing written
+    assert not path.exists()
+    await store.save(record(n=1))
+    stamp = path.stat().st_mtime_ns
+    same = await store.update("default", lambda current: current)
+    assert same is not None and path.stat().st_mtime_ns == stamp  # unchanged: not rewritten
+    cooled = await store.update("default", lambda current: current.model_copy(update={"cooldown_until": 5.0}))
+    assert cooled is not None and cooled.cooldown_until == 5.0
+    assert (await store.load("default")).tokens.access == "sk-ant-oat01-acc1"
+    assert await store.update("default", lambda current: None) is None
+    assert await store.load("default") is None
+
+    def refuse(current: object) -> object:
+        raise RuntimeError("abort")
+
+    await store.save(record(n=2))
+    with pytest.raises(RuntimeError):
+        await store.update("default", refuse)
+    assert (await store.load("default")).tokens.access == "sk-ant-oat01-acc2"
 
 
 async def test_key_rotation_reseals_lazily_and_in_bulk(path: Path) -> None:

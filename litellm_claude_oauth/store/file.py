@@ -17,9 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from filelock import FileLock, Timeout
 from ..crypto import Cipher
 from ..errors import DecryptionError, TokenStoreError
 from ..tokens import PendingLogin
-from .base import AccountRecord, aad_account, aad_pending, open_pending_for
+from .base import AccountRecord, Change, aad_account, aad_pending, open_pending_for
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,27 @@ class FileTokenStore:
         envelope = self.cipher.seal(record.to_storage(), aad_account(record.account))
         await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].__setitem__(record.account, envelope))
 
+    async def update(self, account: str, change: Change) -> AccountRecord | None:
+        def step(doc: dict[str, Any]) -> tuple[AccountRecord | None, bool]:
+            envelope = doc["accounts"].get(account)
+            current = None if envelope is None else self._open_account(account, envelope)
+            new = change(current)
+            if new is current:
+                return current, False
+            if new is None:
+                del doc["accounts"][account]
+            else:
+                doc["accounts"][account] = self.cipher.seal(new.to_storage(), aad_account(account))
+            return new, True
+
+        return await asyncio.to_thread(self._transact, step)
+
     async def delete(self, account: str) -> bool:
-        return await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].pop(account, None) is not None)
+        def step(doc: dict[str, Any]) -> tuple[bool, bool]:
+            found = doc["accounts"].pop(account, None) is not None
+            return found, found
+
+        return await asyncio.to_thread(self._transact, step)
 
     async def accounts(self) -> list[str]:
         doc = await asyncio.to_thread(self._read_locked)
@@ -77,7 +97,11 @@ class FileTokenStore:
         await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].__setitem__(pending.state, envelope))
 
     async def take_pending(self, state: str) -> PendingLogin | None:
-        envelope = await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].pop(state, None))
+        def step(doc: dict[str, Any]) -> tuple[Any, bool]:
+            envelope = doc["pending"].pop(state, None)
+            return envelope, envelope is not None
+
+        envelope = await asyncio.to_thread(self._transact, step)
         if envelope is None:
             return None
         return PendingLogin.model_validate(self.cipher.open(envelope, aad_pending(state)))
@@ -100,9 +124,9 @@ class FileTokenStore:
                     stale.append(state)
             for state in stale:
                 del doc["pending"][state]
-            return len(stale)
+            return len(stale), bool(stale)
 
-        return await asyncio.to_thread(self._mutate, prune)
+        return await asyncio.to_thread(self._transact, prune)
 
     @contextlib.asynccontextmanager
     async def lock(self, account: str) -> AsyncIterator[None]:
@@ -142,30 +166,38 @@ class FileTokenStore:
 
     # -- sync internals (run in a worker thread) -------------------------------------
 
+    def _open_account(self, account: str, envelope: Any) -> AccountRecord:
+        return AccountRecord.from_storage(self.cipher.open(envelope, aad_account(account)), account)
+
     def _load(self, account: str) -> AccountRecord | None:
         doc = self._read_locked()
         envelope = doc["accounts"].get(account)
         if envelope is None:
             return None
-        record = AccountRecord.from_storage(self.cipher.open(envelope, aad_account(account)), account)
+        record = self._open_account(account, envelope)
         if not self.cipher.is_current(envelope):
-            # Lazy key rotation: the first read under a new key re-seals the record.
-            def reseal(doc: dict[str, Any]) -> None:
-                if doc["accounts"].get(account) == envelope:
-                    doc["accounts"][account] = self.cipher.seal(record.to_storage(), aad_account(account))
+            # Lazy key rotation: the first read under a new key re-seals the record,
+            # unless a writer changed it since we read it.
+            def reseal(doc: dict[str, Any]) -> tuple[None, bool]:
+                if doc["accounts"].get(account) != envelope:
+                    return None, False
+                doc["accounts"][account] = self.cipher.seal(record.to_storage(), aad_account(account))
+                return None, True
 
-            self._mutate(reseal)
+            self._transact(reseal)
         return record
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         with self._thread_lock:
             try:
-                self._io_lock.acquire(timeout=self.lock_timeout)
+                with _os_errors(f"cannot lock {self.path}.lock"):
+                    self._io_lock.acquire(timeout=self.lock_timeout)
             except Timeout:
                 raise TokenStoreError(f"timed out waiting for the lock on {self.path}.lock") from None
             try:
-                self._finish_interrupted_write()
+                with _os_errors(f"cannot finish an interrupted write of {self.path}"):
+                    self._finish_interrupted_write()
                 yield
             finally:
                 self._io_lock.release()
@@ -178,11 +210,17 @@ class FileTokenStore:
             return self._read()
 
     def _mutate(self, change: Callable[[dict[str, Any]], T]) -> T:
+        return self._transact(lambda doc: (change(doc), True))
+
+    def _transact(self, step: Callable[[dict[str, Any]], tuple[T, bool]]) -> T:
+        """Read, change and (only if the step says it changed something) write, under the lock."""
         self._ensure_dir()
         with self._locked():
             doc = self._read()
-            result = change(doc)
-            self._write(doc)
+            result, dirty = step(doc)
+            if dirty:
+                with _os_errors(f"cannot write {self.path}"):
+                    self._write(doc)
             return result
 
     def _ensure_dir(self) -> None:
@@ -201,7 +239,9 @@ class FileTokenStore:
         with a freshly rotated refresh token that exists nowhere else: roll it forward.
         Anything else (partial, older) is deleted, so stale tokens do not linger on disk.
         """
-        orphans = list(self.path.parent.glob(f".{self.path.name}.*.tmp"))
+        # Exactly our own temp names: "<name>.staging" has temp files of its own in the same directory.
+        own = re.compile(rf"\.{re.escape(self.path.name)}\.[a-z0-9_]{{8}}\.tmp")
+        orphans = [p for p in self.path.parent.glob(f".{self.path.name}.*.tmp") if own.fullmatch(p.name)]
         if not orphans:
             return
         try:
@@ -273,6 +313,19 @@ class FileTokenStore:
                 os.unlink(tmp)
             raise
         _fsync_dir(self.path.parent)
+
+
+@contextlib.contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    """Disk full, read-only, permission denied…: one line, as a TokenStoreError the manager handles.
+
+    Callers keep a refreshed token in memory on TokenStoreError, so an OSError escaping
+    here would lose a rotated refresh token.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise TokenStoreError(f"{what}: {exc.strerror or exc}") from None
 
 
 def _fsync_dir(path: Path) -> None:
