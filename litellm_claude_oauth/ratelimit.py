@@ -328,7 +328,8 @@ def cooldown_for_429(headers: Mapping[str, str], body_text: str = "", now: float
       rejected with a model-scoped claim: that model family only (CLIProxyAPI: "A Fable-only
       7d_oi rejection remains model-scoped when both shared windows are explicitly allowed").
     * Only the overall status rejected: the account, until the representative reset, except
-      for an ``overage`` claim, whose reset is the billing period's: a short rest only.
+      for an ``overage`` claim (its reset is the billing period's) or when 5h and 7d both say
+      allowed: then a short rest only.
     * ``overage-*`` never sets or extends a rest, and a window with a reset but no status is
       not rejected (audit L11).
     * Unified headers without any rejection (e.g. ``status: allowed`` plus "Rate limited"):
@@ -367,9 +368,12 @@ def cooldown_for_429(headers: Mapping[str, str], body_text: str = "", now: float
         if not candidates and scoped_claim == family:
             candidates = future(state.reset if state.rejected else None)
         candidates = candidates or future(state.retry_at)
-        return rest(candidates, state.representative_claim or own[0].name, family)
+        return rest(candidates, state.representative_claim if scoped_claim == family else own[0].name, family)
     if state.rejected:
-        if not account_claim:  # "overage": its reset is the billing period's, not the plan's
+        allowed = {w.name for w in state.account_windows if w.status in ("allowed", "allowed_warning")}
+        if not account_claim or allowed.issuperset(ACCOUNT_WINDOWS):
+            # Not a plan window: an "overage" claim (its reset is the billing period's) or both
+            # plan windows saying "allowed" (CLIProxyAPI: an overage-only rejection). A short rest.
             return rest([], state.representative_claim or "overage")
         return rest(future(state.reset, state.retry_at), state.representative_claim or "unified")
     if _QUOTA_BODY in body_text.lower():

@@ -324,6 +324,13 @@ DECISIONS = [
      {U + "status": "rejected", U + "representative-claim": "overage", U + "reset": "1785542400",
       U + "overage-status": "rejected", U + "overage-reset": "1785542400", "retry-after": "192400"},
      QUOTA_BODY, HERMES_NOW, HERMES_NOW + DEFAULT_COOLDOWN_SECONDS, ACCOUNT),
+    ("derived (CLIProxyAPI overage-only shape): overall rejected, 5h/7d allowed, overage rejected -> short rest",
+     _with(HERMES_LIVE, {"status": "rejected", "representative-claim": None, "reset": "1785542400",
+                         "overage-status": "rejected"}),
+     QUOTA_BODY, HERMES_NOW, HERMES_NOW + DEFAULT_COOLDOWN_SECONDS, ACCOUNT),
+    ("derived: 7d_opus rejected while the claim is five_hour -> opus only, named by its window",
+     _with(HERMES_LIVE, {"status": "rejected", "7d_opus-status": "rejected", "7d_opus-reset": "1785900000"}),
+     QUOTA_BODY, HERMES_NOW, 1785900000.0, "opus"),
     ("derived: rejected window whose reset already passed -> short rest",
      {U + "5h-status": "rejected", U + "5h-reset": "1785300000"}, QUOTA_BODY, HERMES_NOW,
      HERMES_NOW + DEFAULT_COOLDOWN_SECONDS, ACCOUNT),
@@ -367,6 +374,8 @@ def test_cooldown_for_429(source: str, headers: dict[str, str], body: str, now: 
     assert cooldown.until == pytest.approx(until)
     assert cooldown.model_family == (None if scope == ACCOUNT else scope)
     assert cooldown.reason.startswith("rate limited (")
+    if scope not in (ACCOUNT, NONE):
+        assert cooldown.reason.endswith(f"; {scope} models only)") and "five_hour" not in cooldown.reason
 
 
 def test_family_cooldown_covers_only_its_models() -> None:
