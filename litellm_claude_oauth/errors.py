@@ -75,10 +75,12 @@ class LoginStateError(ClaudeOAuthError):
 class OAuthError(ClaudeOAuthError):
     """Anthropic's OAuth endpoint refused or failed a request.
 
-    ``reached_server`` is False only when the request provably never left this machine
-    (connection refused, connect timeout): then a code or refresh token is still unspent
-    and may be sent again. After a read timeout or a dropped connection it is True,
-    because Anthropic may already have consumed a single-use credential.
+    ``reached_server`` says whether Anthropic may have seen the request. The token client
+    sets it False only when the request provably never left this machine (connection
+    refused, connect timeout): then a code or refresh token is still unspent and may be
+    sent again. After a read timeout or a dropped connection it is True, because Anthropic
+    may already have consumed a single-use credential. When a raiser gives neither it nor
+    ``status_code``, it is False (what ``status_code is None`` used to mean).
     """
 
     http_status: ClassVar[int] = 502
@@ -94,9 +96,8 @@ class OAuthError(ClaudeOAuthError):
         super().__init__(message)
         self.status_code = status_code
         self.error = error
-        # Default: an HTTP status means Anthropic answered; without one we assume it may
-        # have seen the request unless the caller proves otherwise.
-        self.reached_server = True if reached_server is None else reached_server
+        # Unless the raiser says otherwise: an HTTP status means Anthropic answered.
+        self.reached_server = (status_code is not None) if reached_server is None else reached_server
 
 
 class InvalidGrantError(OAuthError):

@@ -119,7 +119,7 @@ class TokenSet(BaseModel):
         now = time.time() if now is None else now
         access = data.get("access_token")
         if not isinstance(access, str) or not access:
-            raise OAuthError("Claude token endpoint answered without an access_token")
+            raise OAuthError("Claude token endpoint answered without an access_token", reached_server=True)
         account = _mapping(data.get("account"))
         org = _mapping(data.get("organization"))
         refresh = data.get("refresh_token") or (previous.refresh if previous else None)
@@ -232,7 +232,7 @@ def _seconds(data: Mapping[str, Any], key: str) -> float | None:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         # The value is a number Anthropic sent, not a secret; still, keep it out of logs.
-        raise OAuthError(f"Claude token endpoint sent a malformed {key}")
+        raise OAuthError(f"Claude token endpoint sent a malformed {key}", reached_server=True)
     return seconds
 
 

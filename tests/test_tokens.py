@@ -76,8 +76,9 @@ def test_refresh_expiring_and_expired() -> None:
 @pytest.mark.parametrize("bad", ["soon", -5, float("nan"), float("inf"), True, [1]])
 @pytest.mark.parametrize("key", ["expires_in", "refresh_token_expires_in"])
 def test_malformed_lifetimes_are_oauth_errors(key: str, bad: object) -> None:
-    with pytest.raises(OAuthError, match=f"malformed {key}"):
+    with pytest.raises(OAuthError, match=f"malformed {key}") as info:
         TokenSet.from_token_response({**LOGIN, key: bad}, now=NOW)
+    assert info.value.reached_server  # Anthropic answered: the code or refresh token is spent
 
 
 @pytest.mark.parametrize("data", [{}, {"access_token": ""}, {"access_token": 5}])
