@@ -2,50 +2,71 @@
 
 Also home of :func:`main`, the ``litellm`` console script: ``litellm claude …`` runs
 the group below, anything else is handed untouched to LiteLLM's own ``run_server``.
-Nothing here imports LiteLLM, so the ``claude`` commands start fast.
+
+Start-up time matters here (``status`` is run in scripts and prompts): the module
+imports only click; each command imports what it needs when it runs, so ``status``
+never loads rich, YAML or the model-listing code, and nothing here imports LiteLLM.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
 import sys
 import time
-import webbrowser
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
-from .errors import ClaudeOAuthError, ConfigError
-from .manager import AccountStatus, TokenManager
-from .settings import Settings, validate_account_id
-from .tokens import TokenSet
+if TYPE_CHECKING:
+    from .manager import AccountStatus, TokenManager
+    from .tokens import TokenSet
 
 T = TypeVar("T")
 RULE = "=" * 60
-CLAUDE_CODE_CREDENTIALS = Path("~/.claude/.credentials.json")
 
 
-def _console(stderr: bool = False) -> Console:
-    # soft_wrap keeps long URLs on one line so they copy-paste intact.
-    return Console(highlight=False, soft_wrap=True, stderr=stderr, emoji=False)
+class CLIError(click.ClickException):
+    """A failed command: ``Error: <one line>`` on stderr, exit code 1."""
 
 
-def _fail(message: str, code: int = 1) -> None:
-    _console(stderr=True).print(f"Error: {message}", markup=False)
-    sys.exit(code)
+class ConfigurationError(CLIError):
+    """A bad environment variable: exit code 2, like a usage error."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(f"configuration: {message}")
+
+
+def _say(text: str = "", *, err: bool = False) -> None:
+    click.echo(text, err=err)
+
+
+def _settings() -> Any:
+    from .errors import ConfigError
+    from .settings import Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _run(work: Callable[[TokenManager], Coroutine[Any, Any, T]]) -> T:
-    """Build the manager from the environment, run one async job, close it, map errors to exit codes."""
+    """Build the manager from the environment, run one async job, close it; errors become CLIErrors."""
+    import asyncio
+
+    from .errors import ClaudeOAuthError, ConfigError
+    from .manager import TokenManager
+
+    settings = _settings()
 
     async def go() -> T:
-        manager = TokenManager.from_settings(Settings.from_env())
+        manager = TokenManager.from_settings(settings)
         try:
             return await work(manager)
         finally:
@@ -54,16 +75,17 @@ def _run(work: Callable[[TokenManager], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(go())
     except ConfigError as exc:
-        _fail(f"configuration: {exc}", 2)
+        raise ConfigurationError(str(exc)) from None
     except ClaudeOAuthError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
+        raise CLIError(str(exc)) from None
 
 
 def _account_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
         if value is None:
             return None
+        from .settings import validate_account_id
+
         try:
             return validate_account_id(value)
         except ValueError as exc:
@@ -73,7 +95,7 @@ def _account_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--account",
         default=None,
         callback=check,
-        help="Account id (default: $USER_ID or 'default').",
+        help="Account id (default: the configured default account, usually 'default').",
     )(fn)
 
 
@@ -116,33 +138,32 @@ def login(account: str | None, no_browser: bool, code_prompt: bool | None, as_js
     if as_json:
         click.echo(json.dumps(start.model_dump(mode="json")))
         return
-    out = _console()
-    out.print("🔐 Starting Claude OAuth authentication...")
-    out.print(RULE)
+    _say("🔐 Starting Claude OAuth authentication...")
+    _say(RULE)
     if start.account != "default":
-        out.print(f"\n👤 Account: {start.account}")
-    out.print("\n📋 Authorization URL generated! Open it in your browser:\n")
-    out.print(start.authorization_url, markup=False)
+        _say(f"\n👤 Account: {start.account}")
+    _say("\n📋 Authorization URL generated! Open it in your browser:\n")
+    _say(start.authorization_url)
     if not no_browser and _open_browser(start.authorization_url):
-        out.print("\n🌐 Opening browser...")
-    settings = Settings.from_env()
-    out.print(f"\n{RULE}")
-    out.print("📝 After authorization, you'll be redirected to:")
-    out.print(f"   {settings.redirect_uri}", markup=False)
-    out.print("\n⚠️  Copy the code shown there (CODE#STATE), or the whole redirect URL")
-    out.print(f"   (this login expires in {settings.login_state_ttl_seconds // 60} minutes)")
+        _say("\n🌐 Opening browser...")
+    settings = _settings()
+    _say(f"\n{RULE}")
+    _say("📝 After authorization, you'll be redirected to:")
+    _say(f"   {settings.redirect_uri}")
+    _say("\n⚠️  Copy the code shown there (CODE#STATE), or the whole redirect URL")
+    _say(f"   (this login expires in {settings.login_state_ttl_seconds // 60} minutes)")
     account_flag = "" if start.account == settings.default_account else f" --account {start.account}"
     if code_prompt is None:
         code_prompt = sys.stdin.isatty()
     if not code_prompt:
-        out.print("\n💡 Then run:")
-        out.print(f"   litellm claude callback <CODE>{account_flag}", markup=False)
-        out.print(RULE)
+        _say("\n💡 Then run:")
+        _say(f"   litellm claude callback <CODE>{account_flag}")
+        _say(RULE)
         return
-    out.print(RULE)
+    _say(RULE)
     pasted = click.prompt("📥 Paste the code here (Enter to finish later)", default="", show_default=False)
     if not pasted.strip():
-        out.print(f"💡 Finish later with: litellm claude callback <CODE>{account_flag}", markup=False)
+        _say(f"💡 Finish later with: litellm claude callback <CODE>{account_flag}")
         return
     _complete(pasted, state=None, account=start.account)
 
@@ -151,6 +172,8 @@ def _open_browser(url: str) -> bool:
     # In a container or over SSH there is no browser; webbrowser then returns False.
     if os.environ.get("CI") or not (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
         return False
+    import webbrowser
+
     try:
         return webbrowser.open(url)
     except webbrowser.Error:
@@ -159,11 +182,10 @@ def _open_browser(url: str) -> bool:
 
 def _complete(code: str, *, state: str | None, account: str | None) -> None:
     record = _run(lambda m: m.complete_login(code, state=state, account=account))
-    out = _console()
     who = record.tokens.account_email or record.account
-    out.print(f"✅ Logged in to Claude as {who} (account '{record.account}')", markup=False)
-    out.print(f"   • Expires in: {_human_duration(record.tokens.expires_in())}")
-    out.print("   The proxy picks the new tokens up on its next request; no restart needed.")
+    _say(f"✅ Logged in to Claude as {who} (account '{record.account}')")
+    _say(f"   • Expires in: {_human_duration(record.tokens.expires_in())}")
+    _say("   The proxy picks the new tokens up on its next request; no restart needed.")
 
 
 # Codes are base64url and may start with '-': only long options here, and unknown
@@ -186,42 +208,57 @@ def status(account: str | None, as_json: bool) -> None:
     Without --account, every stored account is shown. Exits 1 when an account shown
     is not logged in, expired without a way to refresh, or needs a new login.
     """
+    from .errors import ClaudeOAuthError
 
-    async def collect(m: TokenManager) -> list[AccountStatus]:
+    async def collect(m: TokenManager) -> tuple[list[AccountStatus], float]:
+        warn_days = float(getattr(m.settings, "refresh_warning_days", 3))
         if account is not None:
-            return [await m.status(account)]
+            return [await m.status(account)], warn_days
         try:
             names = await m.accounts()
         except ClaudeOAuthError as exc:
-            return [AccountStatus(account=m.settings.default_account, logged_in=False, store=m.store.location,
-                                  encrypted=m.store.encrypted, error=str(exc))]
-        return [await m.status(name) for name in names or [m.settings.default_account]]
+            from .manager import AccountStatus
 
-    statuses = _run(collect)
+            broken = AccountStatus(
+                account=m.settings.default_account,
+                logged_in=False,
+                store=m.store.location,
+                encrypted=m.store.encrypted,
+                error=str(exc),
+            )
+            return [broken], warn_days
+        return [await m.status(name) for name in names or [m.settings.default_account]], warn_days
+
+    statuses, warn_days = _run(collect)
     if as_json:
         click.echo(json.dumps({"accounts": [s.model_dump(mode="json") for s in statuses]}, indent=2))
     else:
-        _print_status(statuses)
-    if any(not s.logged_in or s.error or s.relogin_reason or (not s.valid and not s.refreshable) for s in statuses):
+        _print_status(statuses, warn_days)
+    if any(_needs_attention(s) for s in statuses):
         sys.exit(1)
 
 
-def _print_status(statuses: list[AccountStatus]) -> None:
-    out = _console()
-    out.print("🔍 Claude OAuth Status")
-    out.print(RULE)
+def _needs_attention(s: AccountStatus) -> bool:
+    refresh_end = getattr(s, "refresh_expires_at", None)
+    refresh_dead = refresh_end is not None and refresh_end <= time.time() and not s.valid
+    return bool(not s.logged_in or s.error or s.relogin_reason or (not s.valid and not s.refreshable) or refresh_dead)
+
+
+def _print_status(statuses: list[AccountStatus], warn_days: float) -> None:
+    _say("🔍 Claude OAuth Status")
+    _say(RULE)
     first = statuses[0]
-    out.print(f"{'✅' if first.logged_in else 'ℹ️ '} Using tokens from: {first.store}", markup=False)
-    out.print(f"🔒 Encryption: {'on (AES-256-GCM)' if first.encrypted else 'OFF: set CLAUDE_TOKEN_ENCRYPTION_KEY'}")
+    _say(f"{'✅' if first.logged_in else 'ℹ️ '} Using tokens from: {first.store}")
+    _say(f"🔒 Encryption: {'on (AES-256-GCM)' if first.encrypted else 'OFF: set CLAUDE_TOKEN_ENCRYPTION_KEY'}")
     for s in statuses:
-        out.print(f"\n📊 Token Status{'' if len(statuses) == 1 and s.account == 'default' else f' ({s.account})'}:")
+        _say(f"\n📊 Token Status{'' if len(statuses) == 1 and s.account == 'default' else f' ({s.account})'}:")
         if s.error:
-            out.print(f"   • Status: ❌ Error: {s.error}", markup=False)
+            _say(f"   • Status: ❌ Error: {s.error}")
             continue
         if not s.logged_in:
             flag = "" if s.account == "default" else f" --account {s.account}"
-            out.print("   • Status: ❌ Not logged in", markup=False)
-            out.print(f"   • Run: litellm claude login{flag}", markup=False)
+            _say("   • Status: ❌ Not logged in")
+            _say(f"   • Run: litellm claude login{flag}")
             continue
         if s.relogin_reason:
             label = f"❌ Re-login required ({s.relogin_reason})"
@@ -229,24 +266,45 @@ def _print_status(statuses: list[AccountStatus]) -> None:
             label = "✅ Valid"
         else:
             label = "⚠️  Expired (refreshes on next use)" if s.refreshable else "❌ Expired"
-        out.print(f"   • Status: {label}", markup=False)
+        _say(f"   • Status: {label}")
         assert s.expires_in_seconds is not None and s.expires_at is not None
         if s.expires_in_seconds > 0:
-            out.print(f"   • Expires in: {_human_duration(s.expires_in_seconds)} ({_when(s.expires_at)})")
+            _say(f"   • Expires in: {_human_duration(s.expires_in_seconds)} ({_when(s.expires_at)})")
         else:
-            out.print(f"   • Expired: {_human_duration(s.expires_in_seconds)} ago ({_when(s.expires_at)})")
+            _say(f"   • Expired: {_human_duration(s.expires_in_seconds)} ago ({_when(s.expires_at)})")
+        for line in _refresh_lines(s, warn_days):
+            _say(line)
         if s.account_email:
-            out.print(f"   • Account: {s.account_email}", markup=False)
+            _say(f"   • Account: {s.account_email}")
         if s.organization_name:
-            out.print(f"   • Organization: {s.organization_name}", markup=False)
+            _say(f"   • Organization: {s.organization_name}")
         if s.cooldown_until is not None:
-            out.print(
+            _say(
                 f"   • ⏳ Cooling down: {s.cooldown_reason or 'rate limited'}, resets in "
-                f"{_human_duration(s.cooldown_until - time.time())} ({_when(s.cooldown_until)})",
-                markup=False,
+                f"{_human_duration(s.cooldown_until - time.time())} ({_when(s.cooldown_until)})"
             )
         if s.source and s.source != "oauth":
-            out.print(f"   • Source: {s.source}{'' if s.refreshable else ' (cannot be refreshed)'}")
+            _say(f"   • Source: {s.source}{'' if s.refreshable else ' (cannot be refreshed)'}")
+        if linked := getattr(s, "linked_credentials", None):
+            _say(f"   • Linked to Claude Code: {linked}")
+
+
+def _refresh_lines(s: AccountStatus, warn_days: float) -> list[str]:
+    """The refresh token's absolute end (a re-login is due then), with a warning ahead of it."""
+    end = getattr(s, "refresh_expires_at", None)
+    if not s.refreshable or end is None:
+        return []
+    left = end - time.time()
+    if left <= 0:
+        return [f"   • Refresh token: ❌ ended {_human_duration(left)} ago ({_when(end)}): run litellm claude login"]
+    lines = [f"   • Refresh token ends: in {_human_duration(left)} ({_when(end)})"]
+    warnings = getattr(s, "warnings", None)
+    if warnings:
+        lines.extend(f"   ⚠️  {w}" for w in warnings)
+    elif warnings is None and left <= warn_days * 86_400:
+        # A manager without status warnings: say it here.
+        lines.append(f"   ⚠️  the refresh token ends in {_human_duration(left)}; log in again before then")
+    return lines
 
 
 @claude.command()
@@ -254,9 +312,8 @@ def _print_status(statuses: list[AccountStatus]) -> None:
 def refresh(account: str | None) -> None:
     """Refresh the access token now (rotating the refresh token if Anthropic does)."""
     tokens = _run(lambda m: m.force_refresh(account))
-    out = _console()
-    out.print("🔄 Token refreshed")
-    out.print(f"   • Expires in: {_human_duration(tokens.expires_in())}")
+    _say("🔄 Token refreshed")
+    _say(f"   • Expires in: {_human_duration(tokens.expires_in())}")
 
 
 @claude.command()
@@ -270,11 +327,10 @@ def logout(account: str | None, all_accounts: bool) -> None:
         return [name for name in names if await m.logout(name)]
 
     removed = _run(work)
-    out = _console()
     if removed:
-        out.print(f"👋 Logged out: {', '.join(removed)}", markup=False)
+        _say(f"👋 Logged out: {', '.join(removed)}")
     else:
-        out.print("ℹ️  Nothing to log out: no tokens were stored")
+        _say("ℹ️  Nothing to log out: no tokens were stored")
 
 
 @claude.command(name="export")
@@ -286,14 +342,14 @@ def logout(account: str | None, all_accounts: bool) -> None:
     type=click.Choice(["json", "claude-code"]),
     default="json",
     show_default=True,
-    help="claude-code: the ~/.claude/.credentials.json layout (implies --show-tokens).",
+    help="claude-code: the ~/.claude/.credentials.json layout (needs --show-tokens).",
 )
 def export_(account: str | None, show_tokens: bool, fmt: str) -> None:
     """Print the stored tokens; secrets are redacted unless --show-tokens."""
+    if fmt == "claude-code" and not show_tokens:
+        raise CLIError("--format claude-code prints usable tokens: add --show-tokens to confirm")
     record = _run(lambda m: m.load(account))
     if fmt == "claude-code":
-        if not show_tokens:
-            _fail("--format claude-code prints usable tokens: add --show-tokens to confirm")
         click.echo(json.dumps(record.tokens.to_claude_code(), indent=2))
         return
     data: dict[str, Any] = {"account": record.account, **record.tokens.public_view()}
@@ -302,80 +358,239 @@ def export_(account: str | None, show_tokens: bool, fmt: str) -> None:
         data["refresh_token"] = record.tokens.refresh
     click.echo(json.dumps(data, indent=2))
     if not show_tokens:
-        _console(stderr=True).print("ℹ️  Tokens are redacted; add --show-tokens to export them.")
+        _say("ℹ️  Tokens are redacted; add --show-tokens to export them.", err=True)
+
+
+SHARED_REFRESH_WARNING = (
+    "⚠️  This account now shares one refresh token with Claude Code. Anthropic's refresh "
+    "tokens are single use: whichever of Claude Code and this proxy refreshes second is "
+    "logged out (invalid_grant) and needs a new login. To avoid that, give the proxy its "
+    "own login (`litellm claude login`) or a long-lived setup token (`claude setup-token`, "
+    "then `litellm claude import --setup-token`), or import with --linked so the proxy "
+    "refreshes through Claude Code's file and both keep working."
+)
+ARGV_TOKEN_WARNING = (
+    "⚠️  A token given on the command line is kept in your shell history and visible in `ps`; "
+    "pipe it in instead (`litellm claude import --setup-token < token.txt`) or set CLAUDE_SETUP_TOKEN."
+)
+
+
+class _Imported:
+    def __init__(self, tokens: TokenSet, origin: str, claude_code_file: Path | None = None):
+        self.tokens = tokens
+        self.origin = origin
+        # Set when the tokens came from a Claude Code credentials file on disk (linkable).
+        self.claude_code_file = claude_code_file
 
 
 @claude.command(name="import")
 @click.argument("source", required=False, type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--setup-token", default=None, help="A `claude setup-token` token (or '-' to read it from stdin).")
+@click.option(
+    "--setup-token",
+    is_flag=False,
+    flag_value="-",
+    default=None,
+    metavar="[-|TOKEN]",
+    help="Import a `claude setup-token` token, read from CLAUDE_SETUP_TOKEN or stdin "
+    "(a TOKEN value works but lands in your shell history).",
+)
+@click.option(
+    "--linked",
+    is_flag=True,
+    help="Stay linked to Claude Code's credentials file: re-read it before each refresh and "
+    "write refreshed tokens back, so Claude Code and the proxy both keep working.",
+)
 @_account_option
 @click.option("--force", is_flag=True, help="Replace tokens already stored for the account.")
-def import_(source: str | None, setup_token: str | None, account: str | None, force: bool) -> None:
+def import_(source: str | None, setup_token: str | None, linked: bool, account: str | None, force: bool) -> None:
     """Import tokens from Claude Code or a setup token.
 
-    SOURCE is a Claude Code credentials file (default ~/.claude/.credentials.json), a
-    file written by `export --show-tokens`, or '-' for stdin. Without SOURCE or
-    --setup-token, CLAUDE_CODE_OAUTH_TOKEN is used when set.
+    SOURCE is a Claude Code credentials file (default ~/.claude/.credentials.json, or
+    CLAUDE_CODE_CREDENTIALS_FILE), a file written by `export --show-tokens`, or '-' for
+    stdin. Without SOURCE or --setup-token, CLAUDE_CODE_OAUTH_TOKEN is used when set.
     """
-    try:
-        tokens, origin = _read_import(source, setup_token)
-    except ValueError as exc:
-        _fail(str(exc))
-        return
+    if linked and setup_token is not None:
+        raise click.UsageError("--linked is for Claude Code's credentials file, not a setup token")
+    imported = _read_import(source, setup_token, _settings())
+    if linked and imported.claude_code_file is None:
+        raise click.UsageError("--linked needs Claude Code's credentials file as SOURCE (not stdin or an export)")
+    linked_path = str(imported.claude_code_file) if linked and imported.claude_code_file else None
 
     async def work(m: TokenManager) -> str:
         name = m.account_id(account)
+        if linked_path is not None:
+            import inspect
+
+            if "linked_path" not in inspect.signature(m.import_tokens).parameters:
+                raise CLIError("--linked is not supported by this version's token manager")
         if not force and await m.store.load(name) is not None:
-            raise ClaudeOAuthError(f"account '{name}' already has tokens; add --force to replace them")
-        await m.import_tokens(tokens, name)
+            raise CLIError(f"account '{name}' already has tokens; add --force to replace them")
+        if linked_path is not None:
+            await m.import_tokens(imported.tokens, name, linked_path=linked_path)
+        else:
+            await m.import_tokens(imported.tokens, name)
         return name
 
     name = _run(work)
-    out = _console()
-    out.print(f"✅ Imported tokens from {origin} into account '{name}'", markup=False)
-    out.print(f"   • Expires in: {_human_duration(tokens.expires_in())}")
+    tokens = imported.tokens
+    _say(f"✅ Imported tokens from {imported.origin} into account '{name}'")
+    _say(f"   • Expires in: {_human_duration(tokens.expires_in())}")
     if tokens.refresh_token is None:
-        out.print("   • No refresh token: log in again (or make a new setup token) when it expires")
+        _say("   • No refresh token: log in again (or make a new setup token) when it expires")
+    elif linked_path is not None:
+        _say(f"   • 🔗 Linked to {linked_path}: the proxy re-reads it before refreshing and writes")
+        _say("     refreshed tokens back, so Claude Code and the proxy share one live refresh token.")
+        _say("     The proxy needs read/write access to that file (same machine or a mounted volume).")
+    elif imported.claude_code_file is not None or tokens.source == "claude-code":
+        _say("")
+        _say(SHARED_REFRESH_WARNING, err=True)
 
 
-def _read_import(source: str | None, setup_token: str | None) -> tuple[TokenSet, str]:
-    if setup_token is not None:
-        raw = sys.stdin.read() if setup_token == "-" else setup_token
-        return TokenSet.from_setup_token(raw), "a setup token"
-    if source is None and (env_token := os.environ.get("CLAUDE_CODE_OAUTH_TOKEN", "").strip()):
-        return TokenSet.from_setup_token(env_token), "CLAUDE_CODE_OAUTH_TOKEN"
-    if source == "-":
-        text, origin = sys.stdin.read(), "stdin"
-    else:
-        path = Path(source).expanduser() if source else CLAUDE_CODE_CREDENTIALS.expanduser()
+def _read_import(source: str | None, setup_token: str | None, settings: Any) -> _Imported:
+    from .claude_code import DEFAULT_CREDENTIALS_FILE, CredentialsFileError, read_credentials
+    from .tokens import TokenSet
+
+    def setup(raw: str, origin: str) -> _Imported:
         try:
-            text, origin = path.read_text(), str(path)
-        except OSError as exc:
-            raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+            return _Imported(TokenSet.from_setup_token(raw), origin)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+
+    if setup_token is not None:
+        if setup_token != "-":
+            _say(ARGV_TOKEN_WARNING, err=True)
+            return setup(setup_token, "a setup token")
+        if env_token := os.environ.get("CLAUDE_SETUP_TOKEN", "").strip():
+            return setup(env_token, "CLAUDE_SETUP_TOKEN")
+        if sys.stdin.isatty():
+            return setup(click.prompt("Paste the setup token", hide_input=True), "a setup token")
+        return setup(sys.stdin.read(), "a setup token (stdin)")
+    if source is None and (env_token := os.environ.get("CLAUDE_CODE_OAUTH_TOKEN", "").strip()):
+        return setup(env_token, "CLAUDE_CODE_OAUTH_TOKEN")
+    if source == "-":
+        return _parse_import(sys.stdin.read(), "stdin")
+    default = getattr(settings, "claude_code_credentials_file", None) or DEFAULT_CREDENTIALS_FILE
+    path = Path(source or default).expanduser()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        if source is None:
+            raise CLIError(
+                f"cannot read {path}: no such file (Claude Code on macOS keeps its login in the Keychain; "
+                "use `litellm claude login` or a setup token)"
+            ) from None
+        raise CLIError(f"cannot read {path}: no such file") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    if '"claudeAiOauth"' in text:
+        try:
+            return _Imported(read_credentials(path), str(path), claude_code_file=path.resolve())
+        except CredentialsFileError as exc:
+            raise CLIError(str(exc)) from None
+    return _parse_import(text, str(path))
+
+
+def _parse_import(text: str, origin: str) -> _Imported:
+    from pydantic import ValidationError
+
+    from .tokens import TokenSet
+
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        raise ValueError(f"{origin} is not JSON") from None
+        raise CLIError(f"{origin} is not JSON") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{origin} is not a credentials object")
+        raise CLIError(f"{origin} is not a credentials object")
     if "claudeAiOauth" in data:
-        return TokenSet.from_claude_code(data), origin
-    if isinstance(data.get("access_token"), str) and not data["access_token"].count("…"):
-        expires_at = data.get("expires_at") or time.time() + 3600
-        fields = {k: data.get(k) for k in TokenSet.model_fields if k in data}
-        fields.update(expires_at=expires_at, source="import")
         try:
-            return TokenSet.model_validate(fields), origin
-        except ValueError:
-            raise ValueError(f"{origin} has no usable tokens") from None
-    raise ValueError(f"{origin} has no tokens (redacted exports cannot be imported)")
+            return _Imported(TokenSet.from_claude_code(data), origin)
+        except (ValueError, TypeError):
+            raise CLIError(f"{origin} has no usable claudeAiOauth tokens") from None
+    if isinstance(data.get("access_token"), str) and "…" not in data["access_token"]:
+        fields = {k: data.get(k) for k in TokenSet.model_fields if k in data}
+        fields.update(expires_at=data.get("expires_at") or time.time() + 3600, source="import")
+        try:
+            return _Imported(TokenSet.model_validate(fields), origin)
+        except ValidationError:
+            raise CLIError(f"{origin} has no usable tokens") from None
+    raise CLIError(f"{origin} has no tokens (redacted exports cannot be imported)")
+
+
+_CONFIG_HELP = "Proxy config to compare (default: $LITELLM_CONFIG, else ./config.oauth.yaml when present)."
+
+
+def _config_path(config: str | None) -> Path | None:
+    from .models import resolve_config_path
+
+    path, named = resolve_config_path(config)
+    return path if named or path.exists() else None
+
+
+@claude.command()
+@_account_option
+@click.option("--config", "config", default=None, metavar="PATH", help=_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(account: str | None, config: str | None, as_json: bool) -> None:
+    """List the models this account can use, and flag config entries it cannot.
+
+    Asks Anthropic (GET /v1/models) with the account's own OAuth token, then checks
+    every `api_key: claude-oauth…` deployment of the proxy config against that list.
+    Exits 1 when a config entry names a model the account does not get.
+    """
+    from .models import models_report
+
+    path = _config_path(config)
+    report = _run(lambda m: models_report(m, account, path))
+    if as_json:
+        data = report.model_dump(mode="json")
+        data["unserved"] = [c.model_dump(mode="json") for c in report.unserved]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        _print_models(report)
+    if report.unserved:
+        sys.exit(1)
+
+
+def _print_models(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False, emoji=False)
+    table = Table(title=f"Models for account '{report.account}' ({report.api_base})", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name")
+    table.add_column("released")
+    for m in report.models:
+        table.add_row(m.id, m.display_name or "", (m.created_at or "")[:10])
+    out.print(table)
+    if report.config_path is None:
+        _say("ℹ️  No proxy config compared (no ./config.oauth.yaml here); add --config PATH.")
+        return
+    if not report.config:
+        _say(f"ℹ️  {report.config_path} has no `api_key: claude-oauth` deployments.")
+        return
+    checks = Table(title=f"claude-oauth deployments in {report.config_path}", title_justify="left")
+    checks.add_column("model_name", no_wrap=True)
+    checks.add_column("upstream id", no_wrap=True)
+    checks.add_column("ok", no_wrap=True)
+    checks.add_column("use instead", no_wrap=True)
+    for c in report.config:
+        checks.add_row(c.model_name, c.upstream_id, "✅" if c.served else "❌", "" if c.served else c.suggestion or "")
+    out.print(checks)
+    missing = report.unserved
+    if missing:
+        ids = ", ".join(sorted({c.upstream_id for c in missing}))
+        _say(f"❌ {len(missing)} deployment(s) name models this account does not get: {ids}")
+        _say(f"   Fix: change their `model:` in {report.config_path} to an id listed above, or remove them.")
+    else:
+        _say(f"✅ All {len(report.config)} claude-oauth deployments name models this account gets.")
 
 
 @claude.command(name="rotate-key")
 def rotate_key() -> None:
     """Re-encrypt every stored record with the current CLAUDE_TOKEN_ENCRYPTION_KEY."""
     count = _run(lambda m: m.store.rotate_keys())
-    _console().print(f"🔑 Re-encrypted {count} record(s) with the current key")
+    _say(f"🔑 Re-encrypted {count} record(s) with the current key")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -389,4 +604,4 @@ def main(argv: list[str] | None = None) -> None:
     run_server.main(args=args, prog_name="litellm")
 
 
-__all__ = ["claude", "main"]
+__all__ = ["CLIError", "ConfigurationError", "claude", "main"]

@@ -142,14 +142,127 @@ def test_import_setup_token_from_env(run, monkeypatch) -> None:
         (("callback", "abc#unknown-state"), "unknown or was already used"),
         (("refresh",), "No Claude account is logged in"),
         (("import", "/nonexistent.json"), "cannot read /nonexistent.json"),
-        (("import", "--setup-token", "not-a-token"), "starts with sk-ant-oat"),
+        (("import", "--setup-token"), "starts with sk-ant-oat"),
+        (("import", "--setup-token", "-"), "starts with sk-ant-oat"),
+        (("export", "--format", "claude-code"), "add --show-tokens to confirm"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(run, args: tuple[str, ...], message: str) -> None:
-    result = run(*args)
+    result = run(*args, input="not-a-token\n")
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_import_setup_token_from_stdin_by_default(run) -> None:
+    result = run("import", "--setup-token", "--account", "ci", input="sk-ant-oat01-fromstdin\n")
+    assert result.exit_code == 0, result.output
+    assert "shell history" not in result.output
+    shown = json.loads(run("export", "--show-tokens", "--account", "ci").output)
+    assert shown["access_token"] == "sk-ant-oat01-fromstdin" and shown["source"] == "setup-token"
+
+
+def test_import_setup_token_from_claude_setup_token_env(run, monkeypatch) -> None:
+    monkeypatch.setenv("CLAUDE_SETUP_TOKEN", "sk-ant-oat01-fromenv")
+    result = run("import", "--setup-token", input="")
+    assert result.exit_code == 0 and "from CLAUDE_SETUP_TOKEN" in result.output
+    assert json.loads(run("export", "--show-tokens").output)["access_token"] == "sk-ant-oat01-fromenv"
+
+
+def test_import_setup_token_on_argv_still_works_with_a_warning(env) -> None:
+    result = CliRunner().invoke(claude, ["import", "--setup-token", "sk-ant-oat01-argv"])
+    assert result.exit_code == 0, result.output
+    assert "shell history" in result.stderr and "shell history" not in result.stdout
+    assert "sk-ant-oat01-argv" not in result.output
+
+
+def _claude_code_file(tmp_path: Path, refresh: str = "sk-ant-ort01-cc") -> Path:
+    creds = tmp_path / ".credentials.json"
+    creds.write_text(json.dumps({"claudeAiOauth": {
+        "accessToken": "sk-ant-oat01-cc", "refreshToken": refresh, "expiresAt": int((time.time() + 7200) * 1000),
+        "scopes": ["user:inference"], "subscriptionType": "max",
+    }, "mcpOAuth": {}}))
+    return creds
+
+
+def test_import_from_claude_code_warns_about_the_shared_refresh_token(env, tmp_path: Path) -> None:
+    result = CliRunner().invoke(claude, ["import", str(_claude_code_file(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert "single use" in result.stderr and "litellm claude login" in result.stderr and "--linked" in result.stderr
+
+
+def test_import_linked_records_the_link_and_does_not_warn(env, tmp_path: Path) -> None:
+    import inspect
+
+    from litellm_claude_oauth.manager import TokenManager
+
+    if "linked_path" not in inspect.signature(TokenManager.import_tokens).parameters:
+        pytest.skip("TokenManager.import_tokens has no linked_path keyword yet")
+    creds = _claude_code_file(tmp_path)
+    result = CliRunner().invoke(claude, ["import", str(creds), "--linked"])
+    assert result.exit_code == 0, result.output
+    assert "Linked to" in result.stdout and "single use" not in result.stderr
+    status = json.loads(CliRunner().invoke(claude, ["status", "--json"]).stdout)["accounts"][0]
+    assert status["linked_credentials"] == str(creds.resolve())
+    assert "Linked to Claude Code" in CliRunner().invoke(claude, ["status"]).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--setup-token", "--linked"), "not a setup token"),
+        (("-", "--linked"), "needs Claude Code's credentials file"),
+    ],
+)
+def test_linked_needs_a_claude_code_file(run, args: tuple[str, ...], message: str) -> None:
+    doc = json.dumps({"access_token": "sk-ant-oat01-x", "refresh_token": "sk-ant-ort01-x"})
+    result = run("import", *args, input=doc)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_status_shows_the_refresh_token_end_and_warns_ahead(run) -> None:
+    now = time.time()
+    doc = {"access_token": "sk-ant-oat01-a", "refresh_token": "sk-ant-ort01-a", "expires_at": now + 3600,
+           "refresh_expires_at": now + 2 * 86400}
+    assert run("import", "-", input=json.dumps(doc)).exit_code == 0
+    result = run("status")
+    assert result.exit_code == 0, result.output
+    end = time.strftime("%Y-%m-%d", time.gmtime(now + 2 * 86400))
+    assert re.search(rf"Refresh token ends: in (2.0|1.9) days \({end}", result.output)
+    assert "⚠️" in result.output.split("Refresh token ends")[1] and "log in again" in result.output
+    data = json.loads(run("status", "--json").output)["accounts"][0]
+    assert abs(data["refresh_expires_at"] - (now + 2 * 86400)) < 1
+
+    doc["refresh_expires_at"] = now + 20 * 86400
+    assert run("import", "-", "--force", input=json.dumps(doc)).exit_code == 0
+    result = run("status")
+    assert "Refresh token ends: in 20.0 days" in result.output and "log in again" not in result.output
+
+
+def _loaded_after(env: dict[str, str], argv: list[str], modules: tuple[str, ...]) -> tuple[list[str], str]:
+    """Run ``litellm claude ARGV`` in a fresh interpreter: which of ``modules`` it imported, and its stdout."""
+    code = (
+        "import json, sys; from litellm_claude_oauth.cli import main\n"
+        f"try:\n    main({['claude', *argv]!r})\nexcept SystemExit: pass\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_script_env(env), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    output, _, loaded = proc.stdout.rstrip().rpartition("\n")
+    return json.loads(loaded), output
+
+
+def test_status_does_not_load_yaml_or_model_code(env) -> None:
+    heavy = ("yaml", "litellm", "litellm_claude_oauth.models", "litellm_claude_oauth.doctor")
+    loaded, output = _loaded_after(env, ["status"], heavy)
+    assert loaded == [] and "Not logged in" in output
+
+
+def test_the_cli_module_and_help_import_only_click(env) -> None:
+    # Each command imports what it needs; --help and tab completion stay instant.
+    heavy = ("rich", "httpx", "pydantic", "asyncio", "litellm_claude_oauth.manager")
+    loaded, output = _loaded_after(env, ["--help"], heavy)
+    assert loaded == [] and "models" in output
 
 
 def test_bad_environment_exits_2(run, monkeypatch) -> None:
