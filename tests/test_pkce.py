@@ -1,3 +1,6 @@
+import base64
+import re
+
 import pytest
 
 from litellm_claude_oauth import pkce
@@ -32,3 +35,12 @@ def test_verifier_length_bounds() -> None:
 def test_state_and_verifier_are_unpredictable() -> None:
     assert len({pkce.generate_state() for _ in range(100)}) == 100
     assert len({pkce.generate_code_verifier() for _ in range(100)}) == 100
+
+
+def test_state_is_32_random_bytes_in_43_base64url_characters() -> None:
+    # protocol-2026 §2.1: the authorize page rejects states that are not 32 bytes
+    # base64url (43 characters); 16-byte states are silently refused.
+    for _ in range(50):
+        state = pkce.generate_state()
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", state)
+        assert len(base64.urlsafe_b64decode(state + "=")) == 32

@@ -121,12 +121,66 @@ def test_new_variables_are_read() -> None:
     assert s.pool_accounts == ("alice", "bob") and s.account_map == {"team:t1": "alice"}
 
 
+SAMPLES = {
+    "CLAUDE_TOKEN_STORE": "postgres",
+    "CLAUDE_TOKEN_FILE": "/srv/tokens.json",
+    "CLAUDE_TOKEN_ENCRYPTION_KEY": "ab" * 32,
+    "CLAUDE_TOKEN_ENCRYPTION_KEYS_OLD": "cd" * 32,
+    "CLAUDE_TOKEN_ALLOW_PLAINTEXT_MIGRATION": "yes",
+    "CLAUDE_OAUTH_DATABASE_URL": "postgresql://a/b",
+    "DATABASE_URL": "postgresql://c/d",
+    "CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS": "60",
+    "CLAUDE_OAUTH_REFRESH_TOKEN_DAYS": "20",
+    "CLAUDE_OAUTH_REFRESH_WARNING_DAYS": "7",
+    "CLAUDE_OAUTH_DEFAULT_ACCOUNT": "alice",
+    "USER_ID": "bob",
+    "CLAUDE_CODE_SYSTEM_PROMPT": "",
+    "CLAUDE_OAUTH_CLIENT_ID": "cid",
+    "CLAUDE_OAUTH_AUTHORIZE_URL": "https://claude.com/cai/oauth/authorize",
+    "CLAUDE_OAUTH_TOKEN_URL": "https://api.anthropic.com/v1/oauth/token",
+    "CLAUDE_OAUTH_REDIRECT_URI": "http://localhost:54545/callback",
+    "CLAUDE_OAUTH_SCOPES": "user:inference",
+    "CLAUDE_OAUTH_USER_AGENT": "gw/1",
+    "CLAUDE_OAUTH_STATE_TTL_SECONDS": "300",
+    "CLAUDE_OAUTH_HTTP_TIMEOUT": "5",
+    "CLAUDE_API_BASE": "http://127.0.0.1:9",
+    "CLAUDE_CODE_CREDENTIALS_FILE": "/srv/creds.json",
+    "CLAUDE_OAUTH_PASSTHROUGH": "off",
+    "CLAUDE_OAUTH_POOL": "a,b",
+    "CLAUDE_OAUTH_POOL_STRATEGY": "fill-first",
+    "CLAUDE_OAUTH_QUOTA_THRESHOLD": "0.5",
+    "CLAUDE_OAUTH_SESSION_TTL": "60",
+    "CLAUDE_OAUTH_ACCOUNT_MAP": '{"key:k": "pool"}',
+    "CLAUDE_OAUTH_LOCK_TTL_SECONDS": "30",
+    "CLAUDE_OAUTH_ALERT_WEBHOOK_URL": "https://hooks.example.com/x",
+    "CLAUDE_OAUTH_ALERT_UTILIZATION": "0.5",
+    "CLAUDE_OAUTH_ALERT_REFRESH_FAILURES": "9",
+    "CLAUDE_OAUTH_METRICS_TOKEN": "m",
+}
+# Needed alongside a sample for the settings to be valid at all.
+COMPANIONS = {
+    "CLAUDE_TOKEN_STORE": {"DATABASE_URL": "postgresql://h/db"},
+    "CLAUDE_TOKEN_ENCRYPTION_KEYS_OLD": {"CLAUDE_TOKEN_ENCRYPTION_KEY": "ef" * 32},
+}
+
+
 def test_env_table_covers_every_setting() -> None:
     covered = {var.field for var in ENV.values()}
-    assert set(Settings.model_fields) - covered == {"redis"}  # composed from REDIS_* below
-    assert all(name.startswith("REDIS_") for name, var in ENV.items() if var.field is None and "REDIS" in name)
+    assert set(Settings.model_fields) - covered == {"redis"}  # composed from the REDIS_* variables
+    assert [n for n, v in ENV.items() if v.field is None] == [
+        "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_SSL", "CLAUDE_CODE_OAUTH_TOKEN"
+    ]  # fmt: skip
     for name, var in ENV.items():
-        assert var.doc and "\n" not in var.doc, name
+        assert var.doc and "\n" not in var.doc and "|" not in var.doc, name
+
+
+@pytest.mark.parametrize("name", [n for n, v in ENV.items() if v.field is not None])
+def test_every_table_entry_is_read(name: str) -> None:
+    field = ENV[name].field
+    assert field is not None and name in SAMPLES, f"add a sample value for {name}"
+    base = Settings.from_env(COMPANIONS.get(name, {}))
+    changed = Settings.from_env({**COMPANIONS.get(name, {}), name: SAMPLES[name]})
+    assert getattr(changed, field) != getattr(base, field), name
 
 
 @pytest.mark.parametrize(
