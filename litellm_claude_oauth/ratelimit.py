@@ -41,7 +41,7 @@ REJECTED = "rejected"
 ACCOUNT_WINDOWS = ("5h", "7d")
 
 _WINDOW_NAME = re.compile(r"[0-9]+[a-z]+(?:_[a-z0-9_]+)?")
-_WINDOW_FIELDS = ("surpassed-threshold", "utilization", "status", "reset")  # longest suffix first
+_WINDOW_FIELDS = frozenset({"status", "reset", "utilization", "surpassed-threshold"})
 _LATEST_EPOCH = 4_102_444_800.0  # 2100-01-01: anything later is a unit mistake or junk
 # A scope suffix is a model family, except these: "oi" ("overage included") is Fable's weekly
 # window (CLIProxyAPI: "Fable-specific 7d_oi"; Claude Code 2.1.283 labels the matching claim
@@ -226,11 +226,10 @@ class RateLimitState(BaseModel):
             if not isinstance(value, str):
                 continue
             rest = name[len(PREFIX):]
-            for field in _WINDOW_FIELDS:  # "5h-status", "7d_oi-surpassed-threshold"; "overage-status" is no window
-                window = rest.removesuffix("-" + field)
-                if window != rest and _WINDOW_NAME.fullmatch(window):
-                    windows.setdefault(window, {})[field] = value
-                    break
+            # "5h-status", "7d_oi-surpassed-threshold"; "overage-status" is no window (no digit first).
+            window, _, field = rest.partition("-")
+            if field in _WINDOW_FIELDS and _WINDOW_NAME.fullmatch(window):
+                windows.setdefault(window, {})[field] = value
             else:
                 top[rest] = value
         if not top and not windows:
