@@ -586,6 +586,43 @@ def _print_models(report: Any) -> None:
         _say(f"✅ All {len(report.config)} claude-oauth deployments name models this account gets.")
 
 
+_MARKS = {"pass": "✅", "warn": "⚠️ ", "fail": "❌", "skip": "➖"}
+
+
+@claude.command()
+@_account_option
+@click.option("--config", "config", default=None, metavar="PATH", help=_CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(account: str | None, config: str | None, as_json: bool) -> None:
+    """Check everything a real account needs, with a fix for each failure; exit 1 on a failure.
+
+    Store (reachable, decryptable, encrypted), Redis, access- and refresh-token
+    lifetimes, the config's models against Anthropic's list, and one one-token
+    request per model family in the config (it uses a little of the account's quota).
+    """
+    from .doctor import Check, run_doctor
+
+    path = _config_path(config)
+
+    def show(check: Check) -> None:
+        _say(f"{_MARKS[check.status]} {check.name}: {check.detail}")
+        if check.fix and check.status in ("fail", "warn"):
+            _say(f"   fix: {check.fix}")
+
+    if not as_json:
+        _say("🩺 Claude OAuth doctor")
+        _say(RULE)
+    report = _run(lambda m: run_doctor(m, account=account, config_path=path, on_check=None if as_json else show))
+    if as_json:
+        click.echo(json.dumps({**report.model_dump(mode="json"), "ok": report.ok}, indent=2))
+    else:
+        counts = {s: sum(c.status == s for c in report.checks) for s in ("fail", "warn", "pass")}
+        _say(RULE)
+        _say(f"{counts['fail']} failed, {counts['warn']} warning(s), {counts['pass']} passed")
+    if not report.ok:
+        sys.exit(1)
+
+
 @claude.command(name="rotate-key")
 def rotate_key() -> None:
     """Re-encrypt every stored record with the current CLAUDE_TOKEN_ENCRYPTION_KEY."""

@@ -286,6 +286,7 @@ __all__ = [
     "UpstreamModel",
     "api_headers",
     "compare",
+    "error_message",
     "family",
     "fetch_models",
     "http_client",

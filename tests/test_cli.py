@@ -262,7 +262,7 @@ def test_the_cli_module_and_help_import_only_click(env) -> None:
     # Each command imports what it needs; --help and tab completion stay instant.
     heavy = ("rich", "httpx", "pydantic", "asyncio", "litellm_claude_oauth.manager")
     loaded, output = _loaded_after(env, ["--help"], heavy)
-    assert loaded == [] and "models" in output
+    assert loaded == [] and "models" in output and "doctor" in output
 
 
 def test_bad_environment_exits_2(run, monkeypatch) -> None:
