@@ -1,53 +1,54 @@
 """TokenManager: the one object the CLI, the proxy hook and the HTTP routes share.
 
-The hot path (:meth:`TokenManager.get_access_token` with a valid cached token) is a
-dict lookup and a clock read: no store, lock or network I/O. Everything else (refresh,
-login, logout) goes through the store, under locks, in this order:
+It keeps tokens: a cached get, refresh ahead of expiry, single flight. Browser login
+lives in :mod:`.login` and account health (cooldowns, re-login) in :mod:`.health`; the
+manager wires them to one store, one lock and one change feed.
+
+The hot path (:meth:`TokenManager.get_tokens` with a valid cached token) is a dict
+lookup and a clock read: no store, lock or network I/O. A refresh goes:
 
 1. in-process single flight: N concurrent callers share one refresh task;
 2. cross-process lock (Redis, or the store's own lock);
 3. re-read the store: another worker, replica or the CLI may have refreshed already;
-4. refresh, persist the (possibly rotated) refresh token, and only then hand out the
-   new access token.
+4. refresh, then commit with compare-and-set: the new tokens are written only if the
+   stored credential is still the one this refresh started from. A logout or a new
+   login that happened meanwhile wins, so a spent refresh token is never written back.
+   Only then is the new access token handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from .errors import (
     InvalidGrantError,
-    LoginStateError,
     NotLoggedInError,
     OAuthError,
     ReloginRequiredError,
     TokenStoreError,
 )
+from .health import AccountHealth
 from .locks import RefreshLock, StoreLock
-from .oauth import OAuthClient, build_authorize_url, parse_authorization_input
-from .pkce import create_s256_code_challenge, generate_code_verifier, generate_state
-from .settings import Settings, validate_account_id
-from .events import RedisAccountEvents
+from .login import LoginFlow, LoginStart, replace_credentials
+from .oauth import OAuthClient
 from .pending import PendingLogins
-from .ratelimit import Cooldown
+from .settings import Settings, validate_account_id
 from .store import AccountRecord, TokenStore, build_store, cipher_for
-from .tokens import PendingLogin, TokenSet
+from .tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
+__all__ = ["AccountStatus", "LoginStart", "ManagerStats", "TokenManager", "get_manager"]
 
-class LoginStart(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    authorization_url: str
-    state: str
-    account: str
-    expires_at: float
+# Saving a rotated refresh token failed: retry with this back-off (seconds), capped.
+_UNSAVED_RETRY = (1.0, 60.0)
 
 
 class AccountStatus(BaseModel):
@@ -59,13 +60,18 @@ class AccountStatus(BaseModel):
     expires_at: float | None = None
     expires_in_seconds: float | None = None
     refreshable: bool = False
+    refresh_expires_at: float | None = None
+    refresh_expires_in_seconds: float | None = None
     account_email: str | None = None
     organization_name: str | None = None
     subscription_type: str | None = None
     source: str | None = None
+    linked_credentials: str | None = None
     relogin_reason: str | None = None
     cooldown_until: float | None = None
     cooldown_reason: str | None = None
+    model_cooldowns: dict[str, float] = {}
+    warnings: list[str] = []
     store: str
     encrypted: bool
     error: str | None = None
@@ -79,6 +85,19 @@ class ManagerStats(BaseModel):
     refreshes: int = 0
 
 
+class _Superseded(Exception):
+    """The stored credential is no longer the one a refresh started from."""
+
+    def __init__(self, current: AccountRecord | None):
+        self.current = current
+
+
+@dataclass(frozen=True)
+class _Unsaved:
+    started_from: str  # AccountRecord.credential the refresh began with
+    tokens: TokenSet
+
+
 class TokenManager:
     def __init__(
         self,
@@ -87,70 +106,100 @@ class TokenManager:
         oauth: OAuthClient | None = None,
         lock: RefreshLock | None = None,
         pending: PendingLogins | None = None,
-        events: RedisAccountEvents | None = None,
+        events: object | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.store = store
         self.oauth = oauth or OAuthClient(settings)
         self._lock = lock or StoreLock(store)
-        self.pending: PendingLogins = pending or store  # type: ignore[assignment]
         self._events = events
         self._clock = clock
         self._cache: dict[str, TokenSet] = {}
         self._inflight: dict[str, asyncio.Future[TokenSet]] = {}
-        # Refreshed tokens we could not persist: kept so a rotated refresh token is
-        # never lost, and retried before anything else touches that account.
-        self._unsaved: dict[str, AccountRecord] = {}
-        # What pools must skip without asking the store: rate-limited or dead accounts.
-        self._cooldowns: dict[str, Cooldown] = {}
-        self._unusable: dict[str, str] = {}
+        # Refreshed tokens we could not persist: kept (and served) so a rotated refresh
+        # token is never lost, and saved again with the same compare-and-set.
+        self._unsaved: dict[str, _Unsaved] = {}
+        self._retry_tasks: dict[str, asyncio.Task[None]] = {}
+        self._listeners: list[Callable[[str], None]] = []
+        self.health = AccountHealth(store, self._announce, clock)
+        self.login = LoginFlow(settings, store, pending or store, self.oauth, self._logged_in, clock)
         self.stats = ManagerStats()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> TokenManager:
+    def from_settings(cls, settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> TokenManager:
         settings = settings or Settings.from_env()
         store = build_store(settings)
-        if settings.redis is None:
-            return cls(settings, store)
-        from redis.asyncio import Redis
+        if settings.redis is not None:
+            from redis.asyncio import Redis
 
-        from .events import RedisAccountEvents
-        from .locks import RedisLock
-        from .pending import RedisPendingLogins
+            from .events import RedisAccountEvents
+            from .locks import RedisLock
+            from .pending import RedisPendingLogins
 
-        redis = Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=2, socket_connect_timeout=2)
-        return cls(
-            settings,
-            store,
-            lock=RedisLock(redis, store, ttl=settings.lock_ttl_seconds),
-            pending=RedisPendingLogins(redis, cipher_for(settings), store, ttl=settings.login_state_ttl_seconds),
-            # Pub/sub blocks on reads: it gets its own connection without a read timeout.
-            events=RedisAccountEvents(Redis.from_url(settings.redis.url.get_secret_value(), socket_connect_timeout=2)),
-        )
+            url = settings.redis.url.get_secret_value()
+            redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            return cls(
+                settings,
+                store,
+                lock=RedisLock(redis, store, ttl=settings.lock_ttl_seconds),
+                pending=RedisPendingLogins(redis, cipher_for(settings), store, ttl=settings.login_state_ttl_seconds),
+                # Pub/sub blocks on reads: it gets its own connection without a read timeout.
+                events=RedisAccountEvents(Redis.from_url(url, socket_connect_timeout=2)),
+                clock=clock,
+            )
+        if settings.store == "postgres":
+            from .store.pg_events import PostgresAccountEvents
+
+            assert settings.database_url is not None  # Settings.from_env guarantees it
+            events = PostgresAccountEvents(settings.database_url.get_secret_value())
+            return cls(settings, store, events=events, clock=clock)
+        from .store.file_watch import FileWatchEvents
+
+        return cls(settings, store, events=FileWatchEvents(settings.token_file), clock=clock)
 
     def account_id(self, account: str | None) -> str:
         return validate_account_id(account) if account else self.settings.default_account
 
     async def aclose(self) -> None:
+        for task in self._retry_tasks.values():
+            task.cancel()
+        for account in list(self._unsaved):
+            # Last chance: a process about to exit must not take a rotated refresh token with it.
+            with contextlib.suppress(TokenStoreError):
+                await self._save_unsaved(account)
         if self._events is not None:
-            await self._events.aclose()
+            await self._events.aclose()  # type: ignore[attr-defined]
         await self.oauth.aclose()
         await self.store.close()
+        if self._unsaved:
+            raise TokenStoreError(
+                "refreshed Claude tokens for " + ", ".join(sorted(self._unsaved)) + " could not be saved"
+            )
+
+    # -- change feed ------------------------------------------------------------------
 
     def listen_for_changes(self, on_change: Callable[[str], None] | None = None) -> None:
-        """In a long-running process (the proxy): follow other processes' logins and logouts."""
+        """In a long-running process (the proxy): follow other processes' logins, logouts and refreshes."""
+        if on_change is not None and on_change not in self._listeners:
+            self._listeners.append(on_change)
         if self._events is not None:
-            self._events.listen(lambda account: self._on_change(account, on_change))
+            self._events.listen(self._on_change)  # type: ignore[attr-defined]
 
-    def _on_change(self, account: str, also: Callable[[str], None] | None) -> None:
+    def _on_change(self, account: str) -> None:
         self.invalidate(None if account == "*" else account)
-        if also is not None:
-            also(account)
+        for listener in self._listeners:
+            listener(account)
 
     async def _announce(self, account: str) -> None:
         if self._events is not None:
-            await self._events.publish(account)
+            await self._events.publish(account)  # type: ignore[attr-defined]
+
+    async def _logged_in(self, record: AccountRecord) -> None:
+        self._unsaved.pop(record.account, None)
+        self._cache[record.account] = record.tokens
+        self.health.note(record)
+        await self._announce(record.account)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -176,11 +225,15 @@ class TokenManager:
         if stale_access is not None and cached is not None and cached.access != stale_access:
             if not cached.is_expired(self._clock()):
                 return cached
-        return await self._single_flight(account, force=True, stale_access=stale_access)
+        tokens = await self._single_flight(account, force=True, stale_access=stale_access)
+        if stale_access is not None and tokens.access == stale_access:
+            # We joined a plain load that re-read the rejected token (audit L4): refresh for real.
+            tokens = await self._single_flight(account, force=True, stale_access=stale_access)
+        return tokens
 
     async def _single_flight(self, account: str, *, force: bool, stale_access: str | None) -> TokenSet:
         future = self._inflight.get(account)
-        if future is None:
+        if future is None or future.done():
             future = asyncio.ensure_future(self._refresh(account, force=force, stale_access=stale_access))
             self._inflight[account] = future
             future.add_done_callback(lambda f: self._forget_inflight(account, f))
@@ -201,76 +254,87 @@ class TokenManager:
 
     async def _refresh(self, account: str, *, force: bool, stale_access: str | None) -> TokenSet:
         if account in self._unsaved:
-            return await self._persist(self._unsaved[account])
+            with contextlib.suppress(TokenStoreError):
+                await self._save_unsaved(account)
+            unsaved = self._unsaved.get(account)
+            if unsaved is not None and self._fresh(unsaved.tokens, force=force, stale_access=stale_access):
+                return unsaved.tokens  # still unsaved: keep serving it, the retry goes on
 
-        # Cheap unlocked read first: after a login or another process's refresh, the
-        # store already has what we need and no lock is taken.
+        try:
+            # Cheap unlocked read first: after a login or another process's refresh, the
+            # store already has what we need and no lock is taken.
+            record = await self._load_required(account)
+            if record.relogin_reason is None and self._fresh(record.tokens, force=force, stale_access=stale_access):
+                self._cache[account] = record.tokens
+                return record.tokens
+            async with self._lock(account):
+                record = await self._load_required(account)
+                return await self._refresh_under_lock(record, force=force, stale_access=stale_access)
+        except TokenStoreError:
+            # The store is down but the token we hold still works (audit M8): keep serving it.
+            # No refresh without the store: it could spend a refresh token another worker rotated.
+            cached = self._cache.get(account)
+            if cached is not None and not force and not cached.is_expired(self._clock()):
+                log.warning("Claude token store unavailable; serving the cached token for '%s'", account)
+                return cached
+            raise
+
+    async def _refresh_under_lock(self, record: AccountRecord, *, force: bool, stale_access: str | None) -> TokenSet:
+        account, tokens = record.account, record.tokens
+        if record.relogin_reason is not None:
+            self._cache.pop(account, None)
+            raise ReloginRequiredError(account, record.relogin_reason)
+        if self._fresh(tokens, force=force, stale_access=stale_access):
+            self._cache[account] = tokens
+            return tokens
+        if tokens.refresh is None:
+            if not tokens.is_expired(self._clock()) and not force:
+                self._cache[account] = tokens
+                return tokens
+            raise ReloginRequiredError(account, "this token has no refresh token and has expired")
+        return await self._refresh_locked(record)
+
+    async def _load_required(self, account: str) -> AccountRecord:
         record = await self._load(account)
         if record is None:
             self._cache.pop(account, None)
             raise NotLoggedInError(account)
-        if record.relogin_reason is None and self._fresh(record.tokens, force=force, stale_access=stale_access):
-            self._cache[account] = record.tokens
-            return record.tokens
-
-        async with self._lock(account):
-            record = await self._load(account)
-            if record is None:
-                self._cache.pop(account, None)
-                raise NotLoggedInError(account)
-            tokens = record.tokens
-            if record.relogin_reason is None and self._fresh(tokens, force=force, stale_access=stale_access):
-                self._cache[account] = tokens
-                return tokens
-            if record.relogin_reason is not None:
-                self._cache.pop(account, None)
-                self._unusable[account] = record.relogin_reason
-                raise ReloginRequiredError(account, record.relogin_reason)
-            if tokens.refresh is None:
-                if not tokens.is_expired(self._clock()) and not force:
-                    self._cache[account] = tokens
-                    return tokens
-                raise ReloginRequiredError(account, "this token has no refresh token and has expired")
-            return await self._refresh_locked(record)
+        return record
 
     async def _load(self, account: str) -> AccountRecord | None:
         self.stats.store_reads += 1
         record = await self.store.load(account)
         if record is not None:
-            self._note_health(record)
+            self.health.note(record)
         return record
-
-    def _note_health(self, record: AccountRecord) -> None:
-        if record.cooldown_until is not None and record.cooldown_until > self._clock():
-            self._cooldowns[record.account] = Cooldown(
-                until=record.cooldown_until, reason=record.cooldown_reason or "rate limited"
-            )
-        else:
-            self._cooldowns.pop(record.account, None)
-        if record.relogin_reason is not None:
-            self._unusable[record.account] = record.relogin_reason
-        else:
-            self._unusable.pop(record.account, None)
 
     async def _refresh_locked(self, record: AccountRecord) -> TokenSet:
         account, tokens = record.account, record.tokens
+        unsaved = self._unsaved.get(account)
+        if unsaved is not None and unsaved.started_from == record.credential:
+            # The store still holds the refresh token we already spent; ours is the live one.
+            tokens = unsaved.tokens
+            record = record.model_copy(update={"tokens": tokens})
+            started_from = unsaved.started_from
+        else:
+            started_from = record.credential
+        linked = None
+        if record.linked_credentials:
+            from .claude_code import LinkedCredentials
+
+            linked = LinkedCredentials(record.linked_credentials)
+            newer = await linked.before_refresh(tokens)
+            if newer is not None and not newer.needs_refresh(self.settings.refresh_margin_seconds, self._clock()):
+                # Claude Code refreshed the shared grant itself: adopt its tokens, spend nothing.
+                return await self._commit(account, started_from, newer)
+            if newer is not None and newer.refresh:
+                record = record.model_copy(update={"tokens": newer})
+                tokens = newer
         try:
             self.stats.refreshes += 1
             new_tokens = await self.oauth.refresh(tokens)
         except InvalidGrantError as exc:
-            # Someone outside our locks (Claude Code itself, a second install) may have
-            # rotated the refresh token: their credential is newer, keep it.
-            latest = await self._load(account)
-            if latest is not None and latest.tokens.refresh != tokens.refresh:
-                self._cache[account] = latest.tokens
-                return latest.tokens
-            reason = "the refresh token was rejected (invalid_grant)"
-            log.warning("Claude account '%s' needs a new login: %s", account, exc)
-            await self.store.save(record.model_copy(update={"relogin_reason": reason, "updated_at": self._clock()}))
-            self._cache.pop(account, None)
-            self._unusable[account] = reason
-            await self._announce(account)
-            raise ReloginRequiredError(account, reason) from None
+            return await self._refresh_rejected(account, started_from, exc)
         except OAuthError as exc:
             if not tokens.is_expired(self._clock()):
                 # Proactive refresh failed (network, 5xx, 429): the current token still
@@ -280,142 +344,136 @@ class TokenManager:
                 return tokens
             raise
         log.info("Claude OAuth token refreshed for account '%s'", account)
-        tokens = await self._persist(
-            record.model_copy(update={"tokens": new_tokens, "relogin_reason": None, "updated_at": self._clock()})
-        )
+        committed = await self._commit(account, started_from, new_tokens)
+        if linked is not None and committed.access == new_tokens.access:
+            await linked.after_refresh(new_tokens)
+        return committed
+
+    async def _refresh_rejected(self, account: str, started_from: str, exc: InvalidGrantError) -> TokenSet:
+        """invalid_grant: flag the account, unless the stored credential has moved on meanwhile."""
+        reason = "the refresh token was rejected (invalid_grant)"
+
+        def flag(current: AccountRecord | None) -> AccountRecord | None:
+            if current is None or current.credential != started_from:
+                return current  # logged out, or someone (Claude Code, another install) holds newer tokens
+            if current.relogin_reason == reason:
+                return current
+            return current.model_copy(update={"relogin_reason": reason, "updated_at": self._clock()})
+
+        latest = await self.store.update(account, flag)
+        if latest is None:
+            self._cache.pop(account, None)
+            raise NotLoggedInError(account) from None
+        self.health.note(latest)
+        self._unsaved.pop(account, None)
+        if latest.credential != started_from and latest.relogin_reason is None:
+            self._cache[account] = latest.tokens
+            return latest.tokens
+        log.warning("Claude account '%s' needs a new login: %s", account, exc)
+        self._cache.pop(account, None)
+        await self._announce(account)
+        raise ReloginRequiredError(account, reason) from None
+
+    async def _commit(self, account: str, started_from: str, tokens: TokenSet) -> TokenSet:
+        """Store refreshed tokens iff the stored credential is still ``started_from``; return what to use."""
+        try:
+            stored = await self._compare_and_set(account, started_from, tokens)
+        except _Superseded as superseded:
+            return self._adopt(account, superseded.current)
+        except Exception as exc:  # any saving error: the rotated refresh token must survive (audit H2)
+            self._unsaved[account] = _Unsaved(started_from=started_from, tokens=tokens)
+            self._cache[account] = tokens
+            self._schedule_save_retry(account)
+            log.error("Refreshed Claude tokens for '%s' could not be saved (%s); kept in memory, retrying",
+                      account, exc)
+            return tokens
+        self._unsaved.pop(account, None)
+        self._cache[account] = stored.tokens
+        self.health.note(stored)
         # Other workers switch to the new token now rather than at their own expiry.
         await self._announce(account)
-        return tokens
+        return stored.tokens
 
-    async def _persist(self, record: AccountRecord) -> TokenSet:
+    async def _compare_and_set(self, account: str, started_from: str, tokens: TokenSet) -> AccountRecord:
+        now = self._clock()
+
+        def commit(current: AccountRecord | None) -> AccountRecord | None:
+            if current is None or current.credential != started_from:
+                raise _Superseded(current)
+            return current.model_copy(update={"tokens": tokens, "relogin_reason": None, "updated_at": now})
+
+        stored = await self.store.update(account, commit)
+        assert stored is not None
+        return stored
+
+    def _adopt(self, account: str, current: AccountRecord | None) -> TokenSet:
+        """A logout or a new login happened while we refreshed: what is stored now wins."""
+        self._unsaved.pop(account, None)
+        if current is None:
+            self._cache.pop(account, None)
+            log.info("Claude account '%s' was logged out during a refresh; the refreshed tokens were dropped", account)
+            raise NotLoggedInError(account)
+        self.health.note(current)
+        if current.relogin_reason is not None:
+            self._cache.pop(account, None)
+            raise ReloginRequiredError(account, current.relogin_reason)
+        self._cache[account] = current.tokens
+        return current.tokens
+
+    async def _save_unsaved(self, account: str) -> None:
+        unsaved = self._unsaved.get(account)
+        if unsaved is None:
+            return
         try:
-            await self.store.save(record)
-        except TokenStoreError:
-            self._unsaved[record.account] = record
-            log.error(
-                "Refreshed Claude tokens for '%s' could not be saved; kept in memory, will retry", record.account
-            )
-            raise
-        self._unsaved.pop(record.account, None)
-        self._cache[record.account] = record.tokens
-        return record.tokens
+            stored = await self._compare_and_set(account, unsaved.started_from, unsaved.tokens)
+        except _Superseded as superseded:
+            with contextlib.suppress(NotLoggedInError, ReloginRequiredError):
+                self._adopt(account, superseded.current)
+            return
+        self._unsaved.pop(account, None)
+        self._cache[account] = stored.tokens
+        log.info("Refreshed Claude tokens for '%s' saved after an earlier failure", account)
+        await self._announce(account)
 
-    # -- login -----------------------------------------------------------------------
+    def _schedule_save_retry(self, account: str) -> None:
+        task = self._retry_tasks.get(account)
+        if task is not None and not task.done():
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the next refresh retries
+            self._retry_tasks[account] = asyncio.get_running_loop().create_task(self._retry_save(account))
+
+    async def _retry_save(self, account: str) -> None:
+        delay, cap = _UNSAVED_RETRY
+        while account in self._unsaved:
+            await asyncio.sleep(delay)
+            try:
+                await self._save_unsaved(account)
+            except Exception as exc:
+                log.warning("Saving refreshed Claude tokens for '%s' failed again: %s", account, exc)
+            delay = min(delay * 2, cap)
+
+    # -- login (see .login) ----------------------------------------------------------
 
     async def start_login(self, account: str | None = None) -> LoginStart:
-        account = self.account_id(account)
-        verifier = generate_code_verifier()
-        state = generate_state()
-        now = self._clock()
-        pending = PendingLogin(
-            state=state,
-            code_verifier=verifier,
-            account=account,
-            redirect_uri=self.settings.redirect_uri,
-            created_at=now,
-        )
-        await self.pending.prune_pending(now - self.settings.login_state_ttl_seconds)
-        await self.pending.put_pending(pending)
-        url = build_authorize_url(self.settings, code_challenge=create_s256_code_challenge(verifier), state=state)
-        return LoginStart(
-            authorization_url=url, state=state, account=account, expires_at=now + self.settings.login_state_ttl_seconds
-        )
+        return await self.login.start(account)
 
     async def complete_login(
         self, code_input: str, *, state: str | None = None, account: str | None = None
     ) -> AccountRecord:
-        try:
-            code, pasted_state = parse_authorization_input(code_input)
-        except ValueError as exc:
-            raise LoginStateError(str(exc)) from None
-        if state and pasted_state and state != pasted_state:
-            raise LoginStateError("the state in the pasted code does not match the login being completed")
-        state = state or pasted_state
-        if state is None:
-            state = await self._latest_pending_state(self.account_id(account))
-
-        pending = await self.pending.take_pending(state)
-        if pending is None:
-            raise LoginStateError(
-                "this login is unknown or was already used; start a new one with `litellm claude login`"
-            )
-        if account is not None and pending.account != self.account_id(account):
-            await self.pending.put_pending(pending)
-            raise LoginStateError(f"this login was started for account '{pending.account}', not '{account}'")
-        if pending.expired(self.settings.login_state_ttl_seconds, self._clock()):
-            raise LoginStateError("this login expired (codes are good for 10 minutes); run `litellm claude login` again")
-
-        try:
-            tokens = await self.oauth.exchange_code(
-                code=code, state=state, code_verifier=pending.code_verifier.get_secret_value()
-            )
-        except OAuthError as exc:
-            if exc.status_code is None:
-                # Never reached Anthropic: the code is unspent, let the user retry.
-                await self.pending.put_pending(pending)
-            raise
-        record = AccountRecord(account=pending.account, tokens=tokens, updated_at=self._clock())
-        await self.store.save(record)
-        self._cache[record.account] = tokens
-        self._note_health(record)
-        await self._announce(record.account)
-        return record
-
-    async def _latest_pending_state(self, account: str) -> str:
-        now = self._clock()
-        live = [
-            p for p in await self.pending.pending_for(account) if not p.expired(self.settings.login_state_ttl_seconds, now)
-        ]
-        if not live:
-            raise LoginStateError(
-                f"no login in progress for account '{account}' (or it expired); run `litellm claude login` first"
-            )
-        return live[-1].state
-
-    # -- account health (pools) -------------------------------------------------------
-
-    def account_of(self, access_token: str) -> str | None:
-        """Which cached account an access token belongs to (the 429 handler sees only the token)."""
-        for account, tokens in self._cache.items():
-            if tokens.access == access_token:
-                return account
-        return None
-
-    def cooldown(self, account: str) -> Cooldown | None:
-        cooldown = self._cooldowns.get(account)
-        if cooldown is not None and cooldown.until <= self._clock():
-            del self._cooldowns[account]
-            return None
-        return cooldown
-
-    def unusable_reason(self, account: str) -> str | None:
-        return self._unusable.get(account)
-
-    async def cool_down(self, account: str, cooldown: Cooldown) -> None:
-        """Rest a rate-limited account until its window resets; every worker and ``status`` see it."""
-        current = self._cooldowns.get(account)
-        if current is not None and current.until >= cooldown.until:
-            return
-        self._cooldowns[account] = cooldown
-        log.warning("Claude account '%s' %s; resting it until %s", account, cooldown.reason,
-                    time.strftime("%H:%M:%S", time.gmtime(cooldown.until)))
-        try:
-            record = await self.store.load(account)
-            if record is not None:
-                await self.store.save(record.model_copy(
-                    update={"cooldown_until": cooldown.until, "cooldown_reason": cooldown.reason}))
-        except TokenStoreError as exc:
-            log.warning("could not record the cooldown of '%s' in the store: %s", account, exc)
-        await self._announce(account)
+        return await self.login.complete(code_input, state=state, account=account)
 
     # -- account management ----------------------------------------------------------
 
-    async def import_tokens(self, tokens: TokenSet, account: str | None = None) -> AccountRecord:
-        record = AccountRecord(account=self.account_id(account), tokens=tokens, updated_at=self._clock())
-        await self.store.save(record)
-        self._cache[record.account] = tokens
-        self._note_health(record)
-        await self._announce(record.account)
+    async def import_tokens(
+        self, tokens: TokenSet, account: str | None = None, *, linked_path: str | None = None
+    ) -> AccountRecord:
+        account = self.account_id(account)
+        now = self._clock()
+        record = await self.store.update(
+            account, lambda current: replace_credentials(current, account, tokens, now, linked=linked_path)
+        )
+        assert record is not None
+        await self._logged_in(record)
         return record
 
     async def load(self, account: str | None = None) -> AccountRecord:
@@ -427,9 +485,12 @@ class TokenManager:
 
     async def logout(self, account: str | None = None) -> bool:
         account = self.account_id(account)
+        # No lock needed: a refresh in flight anywhere commits by compare-and-set, which
+        # fails on the deleted record, so the account cannot come back.
         self._cache.pop(account, None)
         self._unsaved.pop(account, None)
         deleted = await self.store.delete(account)
+        self.health.forget(account)
         await self._announce(account)
         return deleted
 
@@ -447,28 +508,48 @@ class TokenManager:
             return AccountStatus(logged_in=False, **base)
         tokens, now = record.tokens, self._clock()
         cooling = record.cooldown_until is not None and record.cooldown_until > now
+        days = self.settings.refresh_token_default_days
+        refresh_end = tokens.refresh_expires(days) if tokens.refresh_token is not None else None
+        relogin = record.relogin_reason
+        warnings = []
+        if refresh_end is not None and relogin is None:
+            if refresh_end <= now:
+                relogin = "the refresh token's lifetime has ended"
+            elif refresh_end - now <= self.settings.refresh_warning_days * 86400:
+                warnings.append(
+                    f"the refresh token ends in {(refresh_end - now) / 86400:.1f} days; "
+                    "log in again before then (`litellm claude login`)"
+                )
         return AccountStatus(
             cooldown_until=record.cooldown_until if cooling else None,
             cooldown_reason=record.cooldown_reason if cooling else None,
+            model_cooldowns={f: until for f, (until, _) in record.model_cooldowns.items() if until > now},
             logged_in=True,
-            valid=not tokens.is_expired(now) and record.relogin_reason is None,
+            valid=not tokens.is_expired(now) and relogin is None,
             expires_at=tokens.expires_at,
             expires_in_seconds=tokens.expires_in(now),
             refreshable=tokens.refresh_token is not None,
+            refresh_expires_at=refresh_end,
+            refresh_expires_in_seconds=None if refresh_end is None else refresh_end - now,
             account_email=tokens.account_email,
             organization_name=tokens.organization_name,
             subscription_type=tokens.subscription_type,
             source=tokens.source,
-            relogin_reason=record.relogin_reason,
+            linked_credentials=record.linked_credentials,
+            relogin_reason=relogin,
+            warnings=warnings,
             **base,
         )
 
     def invalidate(self, account: str | None = None) -> None:
-        """Forget the cached token so the next request re-reads the store."""
+        """Forget what we know of an account so the next request re-reads the store."""
         if account is None:
             self._cache.clear()
+            self.health.forget(None)
         else:
-            self._cache.pop(self.account_id(account), None)
+            account = self.account_id(account)
+            self._cache.pop(account, None)
+            self.health.forget(account)
 
 
 _manager: TokenManager | None = None

@@ -4,10 +4,15 @@ A deployment's ``api_key`` marker decides first: ``claude-oauth:<account>`` pins
 account, ``claude-oauth:pool`` spreads over the pool. A plain ``claude-oauth`` follows
 ``CLAUDE_OAUTH_ACCOUNT_MAP`` (by LiteLLM key, team or user), else the default account.
 
+The map is read from the caller's *authenticated* LiteLLM identity (the
+``UserAPIKeyAuth`` object LiteLLM attaches after checking the key), never from a
+request's ``metadata``: Claude Code sends ``metadata.user_id`` on every request, and a
+client could name any key alias there (audit H4).
+
 A pool (``CLAUDE_OAUTH_POOL``, or every stored account) is ordered per request by its
 strategy: ``round-robin`` rotates the first choice, ``fill-first`` uses the first
-account until it is rate-limited. Accounts cooling down after a 429, or needing a new
-login, are skipped.
+account until it is rate-limited. Accounts cooling down after a 429 (for the requested
+model family, or altogether), or needing a new login, are skipped.
 """
 
 from __future__ import annotations
@@ -15,18 +20,21 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ClaudeOAuthError, NotLoggedInError, ReloginRequiredError
+from .errors import ClaudeOAuthError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .manager import TokenManager
 from .ratelimit import Cooldown
 from .tokens import TokenSet
 
 OAUTH_MARKER = "claude-oauth"
 POOL = "pool"
-_MEMBERS_TTL = 60.0  # without Redis events, re-list the stored accounts this often
+_MEMBERS_TTL = 60.0  # without change events, re-list the stored accounts this often
+# A member that failed for another reason (undecryptable, token endpoint down) is
+# skipped this long, so one broken account does not cost every Nth request (audit M5).
+_BROKEN_MEMBER_SECONDS = 30.0
 
 
 class Route(BaseModel):
@@ -36,16 +44,23 @@ class Route(BaseModel):
     pool: bool = False
 
 
-class AllAccountsCoolingDown(ClaudeOAuthError):
-    def __init__(self, cooldown: Cooldown | None):
+class AllAccountsCoolingDown(RetryLater):
+    http_status: ClassVar[int] = 429
+
+    def __init__(self, cooldown: Cooldown | None, *, pool: bool = True):
         self.retry_after = cooldown.retry_after() if cooldown else 60
+        subject = "every Claude account in the pool is" if pool else "the Claude account is"
         super().__init__(
-            "every Claude account in the pool is rate-limited"
+            f"{subject} rate-limited"
             + (f" ({cooldown.reason}); retry in {self.retry_after}s" if cooldown else " or needs a new login")
         )
 
 
-def route_for(api_key: object, metadata: Mapping[str, Any] | None, account_map: Mapping[str, str]) -> Route | None:
+def is_marker(api_key: object) -> bool:
+    return isinstance(api_key, str) and api_key.startswith(OAUTH_MARKER)
+
+
+def route_for(api_key: object, identity: Mapping[str, Any] | None, account_map: Mapping[str, str]) -> Route | None:
     """The route for a deployment's ``api_key`` marker, or None when the deployment is not ours."""
     if not isinstance(api_key, str) or not api_key.startswith(OAUTH_MARKER):
         return None
@@ -53,23 +68,45 @@ def route_for(api_key: object, metadata: Mapping[str, Any] | None, account_map: 
     if prefix != OAUTH_MARKER or (sep and not target):
         return None
     if not target:
-        target = _mapped_account(metadata or {}, account_map) or ""
+        target = _mapped_account(identity or {}, account_map) or ""
     if target == POOL:
         return Route(pool=True)
     return Route(account=target or None)
 
 
-def _mapped_account(metadata: Mapping[str, Any], account_map: Mapping[str, str]) -> str | None:
+def caller_identity(litellm_metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    """The authenticated LiteLLM key/team/user of a request, from LiteLLM's ``UserAPIKeyAuth``.
+
+    Only the object counts: a JSON body can put any string into a metadata dict, but it
+    cannot make an object.
+    """
+    auth = (litellm_metadata or {}).get("user_api_key_auth")
+    if auth is None or isinstance(auth, (str, bytes, Mapping)):
+        return {}
+    fields = {
+        "key_alias": getattr(auth, "key_alias", None),
+        "key_hash": getattr(auth, "token", None),
+        "team_id": getattr(auth, "team_id", None),
+        "team_alias": getattr(auth, "team_alias", None),
+        "user_id": getattr(auth, "user_id", None),
+    }
+    return {k: str(v) for k, v in fields.items() if isinstance(v, str) and v}
+
+
+def _mapped_account(identity: Mapping[str, str], account_map: Mapping[str, str]) -> str | None:
     if not account_map:
         return None
     # Most specific first: a key's own mapping beats its team's, which beats its user's.
+    # Team aliases are not unique and team admins can rename them: a separate, weaker
+    # selector ("team_alias:") rather than a second meaning of "team:" (audit L5).
     for selector, field_names in (
-        ("key", ("user_api_key_alias", "user_api_key_hash", "user_api_key")),
-        ("team", ("user_api_key_team_id", "user_api_key_team_alias")),
-        ("user", ("user_api_key_user_id",)),
+        ("key", ("key_alias", "key_hash")),
+        ("team", ("team_id",)),
+        ("team_alias", ("team_alias",)),
+        ("user", ("user_id",)),
     ):
         for name in field_names:
-            value = metadata.get(name)
+            value = identity.get(name)
             if value and (account := account_map.get(f"{selector}:{value}")):
                 return account
     return None
@@ -81,6 +118,7 @@ class Pool:
         self._turn = itertools.count()
         self._members: list[str] = list(manager.settings.pool_accounts or [])
         self._listed_at = 0.0 if manager.settings.pool_accounts is None else float("inf")
+        self._broken: dict[str, tuple[float, str]] = {}
 
     async def members(self) -> list[str]:
         if time.monotonic() - self._listed_at > _MEMBERS_TTL:
@@ -92,36 +130,48 @@ class Pool:
         """After a login or logout elsewhere, list the stored accounts again."""
         if self.manager.settings.pool_accounts is None:
             self._listed_at = 0.0
+        self._broken.clear()
 
-    async def order(self, exclude: frozenset[str] = frozenset()) -> list[str]:
+    def _usable(self, account: str, family: str | None) -> bool:
+        health = self.manager.health
+        broken = self._broken.get(account)
+        if broken is not None and broken[0] > time.monotonic():
+            return False
+        return health.cooldown(account, family) is None and health.unusable_reason(account) is None
+
+    async def order(self, exclude: frozenset[str] = frozenset(), family: str | None = None) -> list[str]:
         """Usable accounts, best first; raises AllAccountsCoolingDown when none is."""
         members = await self.members()
         if not members:
             raise NotLoggedInError("pool")
-        if self.manager.settings.pool_strategy == "round-robin" and members:
+        if self.manager.settings.pool_strategy == "round-robin":
             start = next(self._turn) % len(members)
             members = members[start:] + members[:start]
-        usable = [
-            a for a in members
-            if a not in exclude and not self.manager.cooldown(a) and not self.manager.unusable_reason(a)
-        ]
+        usable = [a for a in members if a not in exclude and self._usable(a, family)]
         if not usable:
-            cooling = [c for a in members if (c := self.manager.cooldown(a)) is not None]
-            if not cooling and not exclude:
+            health = self.manager.health
+            cooling = [c for a in members if (c := health.cooldown(a, family)) is not None]
+            if not cooling and not exclude and all(health.unusable_reason(a) for a in members):
                 raise ReloginRequiredError(members[0], "every account in the pool needs a new login")
             raise AllAccountsCoolingDown(min(cooling, key=lambda c: c.until) if cooling else None)
         return usable
 
-    async def next_tokens(self, exclude: frozenset[str] = frozenset()) -> tuple[str, TokenSet]:
-        """The first usable account's fresh tokens, skipping any that turn out unusable."""
+    async def next_tokens(
+        self, exclude: frozenset[str] = frozenset(), family: str | None = None
+    ) -> tuple[str, TokenSet]:
+        """The first usable account's fresh tokens, skipping members that fail for any reason."""
         last_error: ClaudeOAuthError | None = None
-        for account in await self.order(exclude):
+        for account in await self.order(exclude, family):
             try:
                 tokens = await self.manager.get_tokens(account)
             except (NotLoggedInError, ReloginRequiredError) as exc:
                 last_error = exc
                 continue
-            if self.manager.cooldown(account) is None:  # the store may know of a cooldown we did not
+            except ClaudeOAuthError as exc:
+                self._broken[account] = (time.monotonic() + _BROKEN_MEMBER_SECONDS, str(exc))
+                last_error = exc
+                continue
+            if self.manager.health.cooldown(account, family) is None:  # the store may know of a cooldown we did not
                 return account, tokens
-        await self.order(exclude)  # raises with the soonest reset, now that the cooldowns are known
+        await self.order(exclude, family)  # raises with the soonest reset, now that the cooldowns are known
         raise last_error or AllAccountsCoolingDown(None)

@@ -35,8 +35,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def manager(env: dict[str, str], clock: Clock) -> TokenManager:
-    m = TokenManager.from_settings(Settings.from_env())
-    m._clock = clock
+    m = TokenManager.from_settings(Settings.from_env(), clock=clock)
     return m
 
 
@@ -147,31 +146,65 @@ async def test_refresh_happens_inside_the_margin_not_before(
     assert token_endpoint.refreshes == 1
 
 
-async def test_rotated_refresh_token_is_persisted_before_use(
+async def test_rotated_refresh_token_survives_a_failed_save_and_is_saved_by_the_retry(
     manager: TokenManager, token_endpoint: FakeTokenEndpoint, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Audit H2: any saving error keeps the rotated token (in memory, served) and retries the save."""
+    import litellm_claude_oauth.manager as manager_module
+
+    monkeypatch.setattr(manager_module, "_UNSAVED_RETRY", (0.05, 0.05))
     await logged_in(manager, token_endpoint)
     clock.now += 4000
-    saved: list[str] = []
-    real_save = manager.store.save
+    real_update = manager.store.update
+    failures: list[str] = []
 
-    async def failing_save(record: AccountRecord) -> None:
-        saved.append(record.tokens.refresh or "")
+    async def failing_update(account: str, change: object) -> None:
+        failures.append(account)
         raise TokenStoreError("disk full")
 
-    monkeypatch.setattr(manager.store, "save", failing_save)
-    with pytest.raises(TokenStoreError):
-        await manager.get_access_token()
-    # The new access token was not handed out, and the rotated refresh token is kept in memory.
-    assert saved == ["sk-ant-ort01-refresh2"]
-    with pytest.raises(TokenStoreError):
-        await manager.get_access_token()
-    assert token_endpoint.refreshes == 1  # the retry re-saves; it does not burn another refresh
-
-    monkeypatch.setattr(manager.store, "save", real_save)
+    monkeypatch.setattr(manager.store, "update", failing_update)
+    token_endpoint.expires_in = 8000  # outlives the test clock's jump
+    # The refreshed token is served from memory: the store's trouble is not the client's.
     assert await manager.get_access_token() == "sk-ant-oat01-access2"
+    assert await manager.get_access_token() == "sk-ant-oat01-access2"
+    assert token_endpoint.refreshes == 1  # no second refresh burnt while the save is pending
     fresh = TokenManager.from_settings(Settings.from_env())
+    assert (await fresh.load()).tokens.refresh == "sk-ant-ort01-refresh1"
+
+    monkeypatch.setattr(manager.store, "update", real_update)
+    for _ in range(50):  # the background retry saves it
+        await asyncio.sleep(0.02)
+        if (await fresh.load()).tokens.refresh == "sk-ant-ort01-refresh2":
+            break
     assert (await fresh.load()).tokens.refresh == "sk-ant-ort01-refresh2"
+    assert failures, "the save was attempted"
+    await manager.aclose()  # nothing left unsaved: no error
+
+
+async def test_an_unsaved_token_that_expires_is_refreshed_with_its_own_live_refresh_token(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store still holds the spent refresh token; refreshing with it would log the account out."""
+    await logged_in(manager, token_endpoint)
+    clock.now += 4000
+
+    async def failing_update(account: str, change: object) -> None:
+        raise TokenStoreError("disk full")
+
+    real_update = manager.store.update
+    monkeypatch.setattr(manager.store, "update", failing_update)
+    assert await manager.get_access_token() == "sk-ant-oat01-access2"  # unsaved, refresh2 live
+    monkeypatch.setattr(manager.store, "update", real_update)
+    monkeypatch.setattr(manager, "_save_unsaved", _never_saves)  # the disk is still full for the retry
+    clock.now += 4000
+    assert await manager.get_access_token() == "sk-ant-oat01-access3"
+    assert token_endpoint.bodies[-1]["refresh_token"] == "sk-ant-ort01-refresh2"
+    assert (await manager.load()).tokens.refresh == "sk-ant-ort01-refresh3"
+    assert (await manager.load()).relogin_reason is None
+
+
+async def _never_saves(account: str) -> None:
+    raise TokenStoreError("disk full")
 
 
 async def test_missing_refresh_token_in_response_keeps_the_old_one(

@@ -5,7 +5,7 @@ import pytest
 from litellm_claude_oauth.errors import NotLoggedInError, ReloginRequiredError
 from litellm_claude_oauth.manager import TokenManager
 from litellm_claude_oauth.ratelimit import Cooldown, cooldown_from_headers
-from litellm_claude_oauth.routing import AllAccountsCoolingDown, Pool, Route, route_for
+from litellm_claude_oauth.routing import caller_identity, AllAccountsCoolingDown, Pool, Route, route_for
 from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.tokens import TokenSet
 
@@ -30,12 +30,31 @@ def test_markers(api_key: object, route: Route | None) -> None:
 
 def test_account_map_most_specific_wins() -> None:
     account_map = {"team:t1": "team-acct", "key:ci-key": "key-acct", "user:u1": "pool"}
-    meta = {"user_api_key_alias": "ci-key", "user_api_key_team_id": "t1", "user_api_key_user_id": "u1"}
-    assert route_for("claude-oauth", meta, account_map) == Route(account="key-acct")
-    assert route_for("claude-oauth", {**meta, "user_api_key_alias": "other"}, account_map) == Route(account="team-acct")
-    assert route_for("claude-oauth", {"user_api_key_user_id": "u1"}, account_map) == Route(pool=True)
+    who = {"key_alias": "ci-key", "team_id": "t1", "user_id": "u1"}
+    assert route_for("claude-oauth", who, account_map) == Route(account="key-acct")
+    assert route_for("claude-oauth", {**who, "key_alias": "other"}, account_map) == Route(account="team-acct")
+    assert route_for("claude-oauth", {"user_id": "u1"}, account_map) == Route(pool=True)
     # An explicit account on the deployment beats any mapping.
-    assert route_for("claude-oauth:bob", meta, account_map) == Route(account="bob")
+    assert route_for("claude-oauth:bob", who, account_map) == Route(account="bob")
+
+
+def test_team_alias_is_its_own_weaker_selector() -> None:
+    """Audit L5: a team admin renaming their team to another team's id must not get its account."""
+    account_map = {"team:t1": "team-acct", "team_alias:blue": "blue-acct"}
+    assert route_for("claude-oauth", {"team_alias": "t1"}, account_map) == Route(account=None)
+    assert route_for("claude-oauth", {"team_alias": "blue"}, account_map) == Route(account="blue-acct")
+
+
+def test_identity_comes_only_from_litellms_auth_object_never_from_request_metadata() -> None:
+    """Audit H4: a client's metadata dict (Claude Code sends metadata.user_id) cannot pick an account."""
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    assert caller_identity({"user_api_key": "vip-alias", "user_api_key_alias": "vip-alias", "user_id": "x"}) == {}
+    assert caller_identity({"user_api_key_auth": {"key_alias": "vip-alias"}}) == {}  # a dict is client-makeable
+    auth = UserAPIKeyAuth(token="hash1", key_alias="ci-key", team_id="t1", user_id="u1")
+    who = caller_identity({"user_api_key_auth": auth, "user_api_key_alias": "spoofed"})
+    assert who == {"key_alias": "ci-key", "key_hash": "hash1", "team_id": "t1", "user_id": "u1"}
+    assert route_for("claude-oauth", who, {"key:ci-key": "ci"}) == Route(account="ci")
 
 
 def test_429_headers_give_the_latest_rejected_reset() -> None:
@@ -79,7 +98,7 @@ async def test_round_robin_rotates_and_skips_cooling(three) -> None:
     pool = Pool(manager)
     firsts = [(await pool.order())[0] for _ in range(6)]
     assert firsts == ["a", "b", "c", "a", "b", "c"]
-    await manager.cool_down("b", Cooldown(until=time.time() + 300, reason="rate limited (five_hour)"))
+    await manager.health.cool_down("b", Cooldown(until=time.time() + 300, reason="rate limited (five_hour)"))
     assert "b" not in {(await pool.order())[0] for _ in range(6)}
     status = await manager.status("b")
     assert status.cooldown_until is not None and status.cooldown_reason == "rate limited (five_hour)"
@@ -89,7 +108,7 @@ async def test_fill_first_sticks_to_the_first_usable(three) -> None:
     manager = await three("fill-first")
     pool = Pool(manager)
     assert {(await pool.order())[0] for _ in range(5)} == {"a"}
-    await manager.cool_down("a", Cooldown(until=time.time() + 300, reason="rate limited"))
+    await manager.health.cool_down("a", Cooldown(until=time.time() + 300, reason="rate limited"))
     assert (await pool.next_tokens())[0] == "b"
 
 
@@ -98,7 +117,7 @@ async def test_all_cooling_reports_the_soonest_reset(three) -> None:
     pool = Pool(manager)
     now = time.time()
     for name, rest in (("a", 900), ("b", 120), ("c", 600)):
-        await manager.cool_down(name, Cooldown(until=now + rest, reason="rate limited"))
+        await manager.health.cool_down(name, Cooldown(until=now + rest, reason="rate limited"))
     with pytest.raises(AllAccountsCoolingDown) as info:
         await pool.next_tokens()
     assert 115 <= info.value.retry_after <= 121
@@ -106,10 +125,10 @@ async def test_all_cooling_reports_the_soonest_reset(three) -> None:
 
 async def test_cooldown_is_seen_by_another_process(three, env: dict[str, str]) -> None:
     manager = await three("round-robin")
-    await manager.cool_down("c", Cooldown(until=time.time() + 300, reason="rate limited"))
+    await manager.health.cool_down("c", Cooldown(until=time.time() + 300, reason="rate limited"))
     other = TokenManager.from_settings(Settings.from_env())  # e.g. another worker
     await other.get_tokens("c")  # loads the record, and with it the cooldown
-    assert other.cooldown("c") is not None
+    assert other.health.cooldown("c") is not None
     assert "c" not in await Pool(other).order()
 
 

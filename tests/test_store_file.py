@@ -232,10 +232,14 @@ async def test_key_rotation_reseals_lazily_and_in_bulk(path: Path) -> None:
     assert (await only_new.load("other")) is not None and (await only_new.load("default")) is not None
 
 
-async def test_unencrypted_store_upgrades_when_key_is_set(path: Path) -> None:
+async def test_unencrypted_store_upgrades_when_key_is_set_with_the_migration_flag(path: Path) -> None:
     await FileTokenStore(path, Cipher(None)).save(record())
     assert "sk-ant-oat01-acc1" in path.read_text()
-    assert await FileTokenStore(path, Cipher(A)).rotate_keys() == 1
+    # Audit M3: without the flag a plaintext record is refused once a key is set (it may be planted).
+    with pytest.raises(DecryptionError):
+        await FileTokenStore(path, Cipher(A)).rotate_keys()
+    assert "sk-ant-oat01-acc1" in path.read_text()  # refused, and nothing rewritten
+    assert await FileTokenStore(path, Cipher(A, allow_plaintext=True)).rotate_keys() == 1
     assert "sk-ant" not in path.read_text()
 
 

@@ -138,12 +138,12 @@ class FileTokenStore:
         self._ensure_dir()
         try:
             await asyncio.to_thread(lock.acquire, timeout=self.lock_timeout)
-        except OSError as exc:
-            raise TokenStoreError(f"cannot create the refresh lock next to {self.path}: {exc.strerror}") from None
-        except Timeout:
+        except Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
             raise TokenStoreError(
                 f"another process has held the refresh lock for '{account}' for over {self.lock_timeout:.0f}s"
             ) from None
+        except OSError as exc:
+            raise TokenStoreError(f"cannot create the refresh lock next to {self.path}: {exc.strerror}") from None
         try:
             yield
         finally:
@@ -191,10 +191,11 @@ class FileTokenStore:
     def _locked(self) -> Iterator[None]:
         with self._thread_lock:
             try:
-                with _os_errors(f"cannot lock {self.path}.lock"):
-                    self._io_lock.acquire(timeout=self.lock_timeout)
-            except Timeout:
+                self._io_lock.acquire(timeout=self.lock_timeout)
+            except Timeout:  # before OSError: filelock's Timeout is a TimeoutError, an OSError
                 raise TokenStoreError(f"timed out waiting for the lock on {self.path}.lock") from None
+            except OSError as exc:
+                raise TokenStoreError(f"cannot lock {self.path}.lock: {exc.strerror or exc}") from None
             try:
                 with _os_errors(f"cannot finish an interrupted write of {self.path}"):
                     self._finish_interrupted_write()
