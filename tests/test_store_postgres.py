@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from litellm_claude_oauth.crypto import Cipher, key_id
 from litellm_claude_oauth.errors import DecryptionError, TokenStoreError
 from litellm_claude_oauth.store.base import AccountRecord, TokenStore
-from litellm_claude_oauth.store.postgres import LOCK_PREFIX, PENDING_TABLE, TOKENS_TABLE, PostgresTokenStore
+from litellm_claude_oauth.store.postgres import (
+    PENDING_TABLE,
+    REFRESH_LOCK_CLASS,
+    TOKENS_TABLE,
+    PostgresTokenStore,
+)
 from litellm_claude_oauth.tokens import PendingLogin, TokenSet
 
-from .backends import OUR_TABLES, drop_our_tables
 from .tcp_proxy import TcpProxy, free_port
 
 pytestmark = [
@@ -45,11 +52,34 @@ StoreFactory = Callable[..., PostgresTokenStore]
 # -- fixtures ------------------------------------------------------------------------
 
 
+def with_query(dsn: str, **params: str) -> str:
+    return dsn + ("&" if "?" in dsn else "?") + urlencode(params)
+
+
+def at_port(dsn: str, port: int) -> str:
+    """``dsn`` (a URL) pointed at 127.0.0.1:``port``."""
+    parts = urlsplit(dsn)
+    userinfo = parts.netloc.rpartition("@")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"))
+
+
 @pytest.fixture
-def clean_db(pg_dsn: str) -> str:
-    assert set(OUR_TABLES) == {TOKENS_TABLE, PENDING_TABLE}
-    drop_our_tables(pg_dsn)
-    return pg_dsn
+def schema(pg_dsn: str) -> Iterator[str]:
+    """A schema of this test's own, dropped afterwards: tests running elsewhere on the
+    same database (other engineers, the e2e suite) keep their tables and locks."""
+    name = f"lco_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def clean_db(pg_dsn: str, schema: str) -> str:
+    """The store's DSN: Prisma's ``schema`` parameter puts its tables in the test's schema,
+    and the application name marks its sessions as this test's."""
+    return with_query(pg_dsn, schema=schema, application_name=schema)
 
 
 @pytest.fixture
@@ -67,9 +97,10 @@ async def make_store(clean_db: str) -> AsyncIterator[StoreFactory]:
 
 
 @pytest.fixture
-async def raw(clean_db: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A plain connection for looking behind the store's back."""
-    conn = await psycopg.AsyncConnection.connect(clean_db, autocommit=True)
+async def raw(pg_dsn: str, schema: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A plain connection for looking behind the store's back (unqualified names are the test's schema)."""
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True)
+    await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     yield conn
     await conn.close()
 
@@ -108,14 +139,13 @@ async def fetch_row(raw: psycopg.AsyncConnection[Any], account: str) -> dict[str
     return dict(zip([c.name for c in cur.description], row, strict=True))
 
 
-async def lock_holder_pid(raw: psycopg.AsyncConnection[Any], account: str) -> int | None:
-    # A bigint advisory key is shown split across classid (high half) and objid (low half).
+async def lock_holder_pid(raw: psycopg.AsyncConnection[Any], schema: str, account: str) -> int | None:
+    # The two-key form shows as classid = key 1, objid = key 2 (as an unsigned oid), objsubid = 2.
     cur = await raw.execute(
-        "SELECT l.pid FROM pg_locks l, (SELECT hashtext(%s)::bigint AS k) key"
-        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        " AND l.classid::bigint = ((key.k >> 32) & 4294967295) AND l.objid::bigint = (key.k & 4294967295)",
-        (LOCK_PREFIX + account,),
+        " AND l.classid::bigint = %s AND l.objid::bigint = (hashtext(%s)::bigint & 4294967295)",
+        (REFRESH_LOCK_CLASS, f"{schema}/{account}"),
     )
     row = await cur.fetchone()
     return None if row is None else int(row[0])
@@ -198,10 +228,10 @@ async def test_location_has_no_password(make_store: StoreFactory) -> None:
     assert "hunter2" not in store.location
 
 
-async def test_prisma_style_database_url_is_accepted(make_store: StoreFactory, clean_db: str) -> None:
+async def test_prisma_style_database_url_is_accepted(make_store: StoreFactory, pg_dsn: str, schema: str) -> None:
     # LiteLLM's own DATABASE_URL often carries Prisma-only parameters libpq would reject.
-    store = make_store(dsn=f"{clean_db}?schema=public&connection_limit=5")
-    assert store.location.endswith('(table "public.LiteLLM_ClaudeOAuthTokens")')
+    store = make_store(dsn=with_query(pg_dsn, schema=schema, connection_limit="5", pgbouncer="true"))
+    assert store.location.endswith(f'(table "{schema}.LiteLLM_ClaudeOAuthTokens")')
     await store.save(record())
     assert await store.accounts() == ["default"]
 
@@ -219,14 +249,12 @@ async def test_lazy_rotation_reseals_on_load(make_store: StoreFactory, raw: psyc
     await make_store(Cipher(KEY_A)).save(record())
     rotated = make_store(Cipher(KEY_B, (KEY_A,)))
 
-    found = await rotated.load_with_version("default")
-    assert found is not None
-    loaded, version = found
-    assert loaded.tokens.access == ACCESS
+    loaded = await rotated.load("default")
+    assert loaded is not None and loaded.tokens.access == ACCESS
     row = await fetch_row(raw, "default")
     assert row["token_envelope"]["kid"] == key_id(KEY_B)
-    # Re-sealing does not change the content, so it must not invalidate a held version.
-    assert row["version"] == version == 1
+    # Re-sealing does not change the content, so it does not count as a write.
+    assert row["version"] == 1
 
     only_b = await make_store(Cipher(KEY_B)).load("default")
     assert only_b is not None and only_b.tokens.access == ACCESS
@@ -299,26 +327,129 @@ async def test_prune_pending(make_store: StoreFactory) -> None:
     assert [p.state for p in await store.pending_for("default")] == ["new"]
 
 
-# -- optimistic concurrency ----------------------------------------------------------
+# -- read-modify-write ---------------------------------------------------------------
 
 
-async def test_save_if_version_detects_conflicts(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    assert await a.save_if_version(record(), 0) is True
-    assert await b.save_if_version(record(), 0) is False  # 0 means "create only"
+def with_mark(current: AccountRecord | None, mark: str, account: str = "default") -> AccountRecord:
+    """``current`` plus one more entry in a field writers never set wholesale: lost writes show."""
+    base = current or record(account)
+    marks = dict(base.model_cooldowns)
+    marks[mark] = (1.0, mark)
+    return base.model_copy(update={"model_cooldowns": marks})
 
-    found_a = await a.load_with_version("default")
-    found_b = await b.load_with_version("default")
-    assert found_a is not None and found_b is not None and found_a[1] == found_b[1] == 1
 
-    assert await a.save_if_version(record(access="sk-ant-oat01-from-a"), found_a[1]) is True
-    assert await b.save_if_version(record(access="sk-ant-oat01-from-b"), found_b[1]) is False
+async def test_update_creates_changes_and_deletes(make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]) -> None:
+    store = make_store()
+    seen: list[AccountRecord | None] = []
+    first = record()
 
-    latest = await b.load_with_version("default")
-    assert latest is not None
-    assert latest[0].tokens.access == "sk-ant-oat01-from-a" and latest[1] == 2
-    assert await b.save_if_version(record(access="sk-ant-oat01-from-b"), latest[1]) is True
-    assert await a.save_if_version(record(), 99) is False
+    def create(current: AccountRecord | None) -> AccountRecord:
+        seen.append(current)
+        return first
+
+    assert await store.update("default", create) == first
+    assert seen == [None]
+    assert (await fetch_row(raw, "default"))["version"] == 1
+
+    relogin = await store.update("default", lambda cur: cur.model_copy(update={"relogin_reason": "revoked"}))  # type: ignore[union-attr]
+    assert relogin is not None and relogin.relogin_reason == "revoked"
+    row = await fetch_row(raw, "default")
+    assert row["version"] == 2 and row["needs_relogin"] is True
+    assert await make_store().load("default") == relogin
+
+    assert await store.update("default", lambda cur: None) is None
+    assert await store.load("default") is None
+    assert await store.update("default", lambda cur: None) is None  # deleting nothing is fine
+
+
+async def test_update_returning_the_current_record_writes_nothing(
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    store = make_store()
+    stored = record()
+    await store.save(stored)
+    before = await fetch_row(raw, "default")
+    assert await store.update("default", lambda cur: cur) == stored
+    assert await store.update("missing", lambda cur: cur) is None
+    assert await fetch_row(raw, "default") == before
+    assert await store.accounts() == ["default"]
+
+
+async def test_update_that_raises_writes_nothing(make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]) -> None:
+    store = make_store()
+    await store.save(record())
+    before = await fetch_row(raw, "default")
+
+    def refuse(current: AccountRecord | None) -> AccountRecord:
+        raise RuntimeError("stale refresh token")
+
+    with pytest.raises(RuntimeError, match="stale refresh token"):
+        await store.update("default", refuse)
+    with pytest.raises(RuntimeError):
+        await store.update("new-account", refuse)
+    assert await fetch_row(raw, "default") == before
+    assert await store.accounts() == ["default"]
+    # The connection went back to the pool clean (no transaction left open).
+    assert await store.update("default", lambda cur: with_mark(cur, "after")) is not None
+
+
+async def test_update_rejects_a_record_for_another_account(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(ValueError, match="record for 'other'"):
+        await store.update("default", lambda cur: record("other"))
+    assert await store.accounts() == []
+
+
+async def test_concurrent_updates_lose_nothing(make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]) -> None:
+    # Several workers, each its own store (own pool), change the same record at once,
+    # as a cooldown and a refresh commit can.
+    stores = [make_store() for _ in range(6)]
+    await stores[0].save(record())
+    await asyncio.gather(
+        *(s.update("default", lambda cur, m=f"w{i}-{n}": with_mark(cur, m)) for n in range(3) for i, s in enumerate(stores))
+    )
+    final = await stores[0].load("default")
+    assert final is not None
+    assert sorted(final.model_cooldowns) == sorted(f"w{i}-{n}" for n in range(3) for i in range(6))
+    assert (await fetch_row(raw, "default"))["version"] == 1 + 18
+
+
+async def test_concurrent_creations_of_one_account_are_serialised(make_store: StoreFactory) -> None:
+    # No row yet, so nothing to lock: the second creator must wait and then see the first's row.
+    stores = [make_store() for _ in range(5)]
+    await asyncio.gather(*(s.update("fresh", lambda cur, m=f"w{i}": with_mark(cur, m, "fresh")) for i, s in enumerate(stores)))
+    final = await stores[0].load("fresh")
+    assert final is not None and sorted(final.model_cooldowns) == [f"w{i}" for i in range(5)]
+
+
+async def test_lazy_reseal_on_read_does_not_undo_writes(make_store: StoreFactory) -> None:
+    # A reader under a new key re-seals what it read; a write landing in between must win.
+    # The writer still seals with the old key, so every write leaves a record to re-seal.
+    writer = make_store(Cipher(KEY_A, (KEY_B,)))
+    readers = [make_store(Cipher(KEY_B, (KEY_A,))) for _ in range(3)]
+    await writer.save(record())
+
+    async def write(n: int) -> None:
+        await writer.update("default", lambda cur: with_mark(cur, f"m{n}"))
+
+    async def read() -> None:
+        for reader in readers:
+            await reader.load("default")
+
+    await asyncio.gather(*(f for n in range(15) for f in (write(n), read())))
+    final = await readers[0].load("default")
+    assert final is not None and sorted(final.model_cooldowns) == sorted(f"m{n}" for n in range(15))
+
+
+async def test_update_under_a_new_key_reseals_an_unchanged_record(
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    stored = record()
+    await make_store(Cipher(KEY_A)).save(stored)
+    rotated = make_store(Cipher(KEY_B, (KEY_A,)))
+    assert await rotated.update("default", lambda cur: cur) == stored
+    row = await fetch_row(raw, "default")
+    assert row["token_envelope"]["kid"] == key_id(KEY_B) and row["version"] == 1
 
 
 # -- refresh lock --------------------------------------------------------------------
@@ -382,7 +513,7 @@ async def test_lock_times_out_with_a_clear_error(make_store: StoreFactory) -> No
 
 
 async def test_lock_is_released_when_its_connection_dies(
-    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     holder, other = make_store(), make_store()
     held, finish = asyncio.Event(), asyncio.Event()
@@ -394,7 +525,7 @@ async def test_lock_is_released_when_its_connection_dies(
 
     task = asyncio.create_task(hold())
     await held.wait()
-    pid = await lock_holder_pid(raw, "default")
+    pid = await lock_holder_pid(raw, schema, "default")
     assert pid is not None
     await raw.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
@@ -409,13 +540,13 @@ async def test_lock_is_released_when_its_connection_dies(
 
 
 async def test_lock_is_released_on_exit_even_after_an_error(
-    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     store = make_store()
     with pytest.raises(RuntimeError):
         async with store.lock("default"):
             raise RuntimeError("refresh failed")
-    assert await lock_holder_pid(raw, "default") is None
+    assert await lock_holder_pid(raw, schema, "default") is None
 
 
 # -- schema and connectivity ---------------------------------------------------------
@@ -429,7 +560,9 @@ async def test_tables_created_idempotently_by_concurrent_stores(
     assert await stores[0].accounts() == [f"acct-{i}" for i in range(4)]
 
     cur = await raw.execute(
-        "SELECT count(*) FROM pg_class WHERE relname = ANY(%s) AND relkind = 'r'", ([TOKENS_TABLE, PENDING_TABLE],)
+        "SELECT count(*) FROM pg_class WHERE relname = ANY(%s) AND relkind = 'r'"
+        " AND relnamespace = to_regnamespace(current_schema())",
+        ([TOKENS_TABLE, PENDING_TABLE],),
     )
     assert (await cur.fetchone()) == (2,)
     await make_store().accounts()  # and again, once they exist
@@ -447,23 +580,27 @@ async def test_unreachable_server_is_a_token_store_error_without_password(make_s
 
 
 async def test_recovers_when_idle_connections_are_killed(
-    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     store = make_store()
     await store.save(record())
     await raw.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = 'litellm-claude-oauth'"
-        " AND pid <> pg_backend_pid()"
+        " WHERE datname = current_database() AND application_name = %s"
+        " AND pid <> pg_backend_pid()",
+        (schema,),
     )
     assert await store.load("default") is not None
 
 
-async def test_next_call_works_after_the_server_comes_back(make_store: StoreFactory, clean_db: str) -> None:
-    params = conninfo_to_dict(clean_db)
+async def test_next_call_works_after_the_server_comes_back(
+    make_store: StoreFactory, pg_dsn: str, schema: str
+) -> None:
+    params = conninfo_to_dict(pg_dsn)
     proxy = TcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432), free_port())
     await proxy.start()
-    store = make_store(dsn=make_conninfo(clean_db, host="127.0.0.1", port=proxy.port), connect_timeout=1)
+    dsn = with_query(at_port(pg_dsn, proxy.port), schema=schema)
+    store = make_store(dsn=dsn, connect_timeout=1, outage_backoff=0.2)
     try:
         await store.save(record())
 
@@ -472,6 +609,7 @@ async def test_next_call_works_after_the_server_comes_back(make_store: StoreFact
             await store.load("default")
 
         await proxy.start()
+        await asyncio.sleep(0.3)  # past the outage back-off
         loaded = await store.load("default")
         assert loaded is not None and loaded.tokens.access == ACCESS
     finally:
