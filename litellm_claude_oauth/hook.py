@@ -1,4 +1,4 @@
-"""The LiteLLM side: put a fresh OAuth token on every request to an OAuth-marked deployment.
+"""The LiteLLM side: credentials and the identity block for requests to OAuth-marked deployments.
 
 Enable it in the proxy config::
 
@@ -7,14 +7,21 @@ Enable it in the proxy config::
 
 and mark deployments with ``api_key: claude-oauth`` (or ``claude-oauth:<account>``,
 or ``claude-oauth:pool``; see :mod:`litellm_claude_oauth.routing`). Other deployments
-are never touched.
+are never touched, and a bad plugin setting never fails them (audit M4).
 
-Per attempt (``async_pre_call_deployment_hook`` runs again on every router retry):
-the access token comes from the shared :class:`TokenManager` (memory, refreshed
-ahead of expiry); the request goes through an httpx client whose auth flow, when
-Anthropic answers 401, refreshes once and re-sends, and when it answers 429, rests
-that account and re-sends with the pool's next one; the Claude Code identity block
-is placed first in the system prompt.
+Per attempt (``async_pre_call_deployment_hook`` runs again on every router retry) the
+hook decides whose credential the request uses:
+
+* the client's own Anthropic credential (``Authorization: Bearer sk-ant-oat…`` or
+  ``x-api-key: sk-ant-…``, with the LiteLLM key in ``x-litellm-api-key``): forwarded
+  unchanged, body untouched — Anthropic's documented way to use a subscription through a
+  gateway (``CLAUDE_OAUTH_PASSTHROUGH``: ``auto``, ``off``, ``required``);
+* otherwise a stored account: the pinned one, the mapped one, or the pool's pick; the
+  Claude Code identity line goes first in the system prompt, as the API requires for
+  subscription tokens — the only thing we add.
+
+The credential itself is set by :class:`~.auth_flow.ClaudeOAuthFlow` on the wire
+request; LiteLLM's ``api_key`` only ever holds a placeholder.
 
 Importing this module also mounts ``/auth/claude/oauth/*`` on the proxy's app.
 """
@@ -22,7 +29,7 @@ Importing this module also mounts ``/auth/claude/oauth/*`` on the proxy's app.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -30,79 +37,44 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-from .errors import ClaudeOAuthError, NotLoggedInError, OAuthError, RateLimitedError, ReloginRequiredError
+from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, current_attempt, origin
+from .errors import ClaudeOAuthError, ConfigError, NotLoggedInError, ReloginRequiredError, RetryLater
+from .identity import add_identity
 from .manager import TokenManager, get_manager
-from .ratelimit import cooldown_from_headers
-from .routing import AllAccountsCoolingDown, Pool, Route, route_for
+from .ratelimit import model_family
+from .routing import AllAccountsCoolingDown, Pool, Route, caller_identity, is_marker, route_for
 
 log = logging.getLogger(__name__)
 
-_NOT_FIXED_BY_REFRESH = "not supported"  # "OAuth authentication is currently not supported." is a missing beta
+_CLIENT_CREDENTIAL_PREFIX = "sk-ant-"
 
 
-def _bearer(request: httpx.Request) -> str:
-    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+def client_credential(raw_headers: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The caller's own Anthropic credential, if it sent one beside its LiteLLM key.
 
-
-def _use(request: httpx.Request, access_token: str) -> None:
-    request.headers["authorization"] = f"Bearer {access_token}"
-    request.headers.pop("x-api-key", None)
-
-
-class ClaudeOAuthFlow(httpx.Auth):
-    """httpx auth flow: 401 → refresh once and re-send; 429 → rest the account, re-send on the next.
-
-    A refresh is keyed on the token that failed, so a burst of 401s from concurrent
-    requests costs one refresh. A 429 puts the account on cooldown until Anthropic's
-    reset time; with a pool, the same request is re-sent with the next usable account
-    (each account at most once), so the client never sees the 429 while any account
-    has capacity.
+    ``Authorization: Bearer sk-ant-…`` counts only when the LiteLLM key came in
+    ``x-litellm-api-key`` (otherwise Authorization *is* the LiteLLM key).
     """
+    headers = {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
+    api_key = headers.get("x-api-key", "").strip()
+    if api_key.startswith(_CLIENT_CREDENTIAL_PREFIX):
+        return "x-api-key", api_key
+    bearer = headers.get("authorization", "").strip()
+    if bearer.lower().startswith("bearer ") and "x-litellm-api-key" in headers:
+        token = bearer[7:].strip()
+        if token.startswith(_CLIENT_CREDENTIAL_PREFIX):
+            return "authorization", f"Bearer {token}"
+    return None
 
-    def __init__(self, manager: TokenManager, account: str | None, pool: Pool | None):
-        self.manager = manager
-        self.account = account
-        self.pool = pool
 
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        refreshed: set[str | None] = set()
-        rested: set[str] = set()
-        while True:
-            response = yield request
-            if response.status_code not in (401, 429):
-                return
-            token = _bearer(request)
-            account = self.manager.account_of(token) if self.pool is not None else self.account
-            if self.pool is not None and account is None:
-                return  # cannot tell whose token failed; let the client see the answer
-            await response.aread()
-            if response.status_code == 401:
-                if account in refreshed or _NOT_FIXED_BY_REFRESH in response.text:
-                    return
-                try:
-                    tokens = await self.manager.force_refresh(account, stale_access=token or None)
-                except ClaudeOAuthError as exc:
-                    log.warning("Claude OAuth: refresh after 401 failed: %s", exc)
-                    return
-                log.info("Claude OAuth: upstream 401, retrying once with a refreshed token")
-                refreshed.add(account)
-                _use(request, tokens.access)
-                continue
-            name = self.manager.account_id(account)
-            cooldown = cooldown_from_headers(response.headers)
-            await self.manager.cool_down(name, cooldown)
-            rested.add(name)
-            if self.pool is None:
-                return
-            try:
-                next_account, tokens = await self.pool.next_tokens(frozenset(rested))
-            except AllAccountsCoolingDown as exc:
-                response.headers["retry-after"] = str(exc.retry_after)
-                return
-            except ClaudeOAuthError:
-                return
-            log.info("Claude OAuth: '%s' is rate-limited, retrying on '%s'", name, next_account)
-            _use(request, tokens.access)
+class OwnLoginRequired(ClaudeOAuthError):
+    http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this proxy forwards your own Claude login only (CLAUDE_OAUTH_PASSTHROUGH=required): send it as "
+            "Authorization: Bearer <your sk-ant-oat token> with your LiteLLM key in x-litellm-api-key"
+        )
 
 
 class ClaudeOAuthHandler(CustomLogger):
@@ -111,6 +83,8 @@ class ClaudeOAuthHandler(CustomLogger):
         self._manager = manager
         self._pool: Pool | None = None
         self._clients: dict[Route, AsyncHTTPHandler] = {}
+        self._trusted: frozenset[str] | None = None
+        self._trusted_for: int | None = None
 
     @property
     def manager(self) -> TokenManager:
@@ -127,78 +101,138 @@ class ClaudeOAuthHandler(CustomLogger):
         client = self._clients.get(route)
         if client is None:
             client = AsyncHTTPHandler(timeout=httpx.Timeout(600.0, connect=10.0))
-            client.client.auth = ClaudeOAuthFlow(self.manager, route.account, self.pool if route.pool else None)
+            client.client.auth = ClaudeOAuthFlow(
+                self.manager, route.account, self.pool if route.pool else None, self.trusted_origins
+            )
             self._clients[route] = client
         return client
 
-    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
-        manager = self.manager
-        metadata = kwargs.get("metadata") or kwargs.get("litellm_metadata")
-        route = route_for(kwargs.get("api_key"), metadata, manager.settings.account_map)
-        if route is None:
+    # -- the proxy's own config ------------------------------------------------------
+
+    def trusted_origins(self) -> frozenset[str]:
+        """Where a Claude token may go: CLAUDE_API_BASE and the api_base of our deployments in the config."""
+        router = _router()
+        model_list = getattr(router, "model_list", None) or []
+        key = id(model_list) ^ len(model_list)
+        if self._trusted is None or key != self._trusted_for:
+            bases = {self.manager.settings.api_base}
+            for deployment in model_list:
+                params = _get(deployment, "litellm_params") or {}
+                if is_marker(_get(params, "api_key")) and _get(params, "api_base"):
+                    bases.add(str(_get(params, "api_base")))
+            self._trusted = frozenset(origin(b) for b in bases)
+            self._trusted_for = key
+        return self._trusted
+
+    @staticmethod
+    def _configured(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The deployment's litellm_params as the proxy config has them (not as the request may override)."""
+        router = _router()
+        model_id = (kwargs.get("model_info") or {}).get("id")
+        if router is None or not model_id:
             return None
-        manager.listen_for_changes(on_change=lambda _account: self.pool.forget_members())
+        deployment = router.get_model_info(id=str(model_id))
+        if deployment is None:
+            return None
+        params = _get(deployment, "litellm_params") or {}
+        if is_marker(_get(params, "api_key")) and isinstance(deployment, dict):
+            # Auth and quota errors are ours to handle (refresh, rest an account, pass a client's
+            # 401 back): they must not put the whole deployment in LiteLLM's cooldown.
+            deployment.setdefault("model_info", {}).setdefault("cooldown_time", 0)
+        return params
+
+    # -- the hook --------------------------------------------------------------------
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
+        configured = self._configured(kwargs)
+        api_key = kwargs.get("api_key")
+        if configured is not None:
+            if not is_marker(configured.get("api_key")):
+                if is_marker(api_key):
+                    # Client-side credentials are allowed on this deployment and the client
+                    # named one of our accounts: it must not pick whose token it gets (audit H3).
+                    raise litellm.AuthenticationError(
+                        message="claude-oauth markers are accepted only from the proxy's config, not from clients",
+                        llm_provider="anthropic", model=str(kwargs.get("model") or ""),
+                    )
+                return None
+            api_key = configured.get("api_key")
+        elif not is_marker(api_key):
+            return None
         model = str(kwargs.get("model") or "")
         try:
-            token = await self._token_for(route)
-        except (NotLoggedInError, ReloginRequiredError) as exc:
+            return await self._prepare(kwargs, api_key, configured, model, str(getattr(call_type, "value", call_type)))
+        except (NotLoggedInError, ReloginRequiredError, OwnLoginRequired) as exc:
             raise litellm.AuthenticationError(message=str(exc), llm_provider="anthropic", model=model) from None
-        except (AllAccountsCoolingDown, RateLimitedError) as exc:
-            retry_after = str(int(getattr(exc, "retry_after", None) or 60))
+        except RetryLater as exc:
             # `headers=` (not the response's) is what the proxy hands to the client as is.
-            raise litellm.RateLimitError(
-                message=str(exc), llm_provider="anthropic", model=model, headers={"retry-after": retry_after}
-            ) from None
-        except (OAuthError, ClaudeOAuthError) as exc:
-            raise litellm.ServiceUnavailableError(
-                message=f"Claude OAuth credentials unavailable: {exc}", llm_provider="anthropic", model=model
-            ) from None
-        kwargs["api_key"] = token
+            headers = {"retry-after": str(int(exc.retry_after or 60))}
+            raise litellm.RateLimitError(message=str(exc), llm_provider="anthropic", model=model,
+                                         headers=headers) from None
+        except ClaudeOAuthError as exc:
+            prefix = "Claude OAuth is misconfigured" if isinstance(exc, ConfigError) else "Claude OAuth credentials unavailable"
+            raise litellm.ServiceUnavailableError(message=f"{prefix}: {exc}", llm_provider="anthropic",
+                                                  model=model) from None
+
+    async def _prepare(
+        self, kwargs: dict[str, Any], api_key: str, configured: Mapping[str, Any] | None, model: str, call_type: str
+    ) -> dict[str, Any]:
+        manager = self.manager
+        settings = manager.settings
+        litellm_metadata = kwargs.get("litellm_metadata") or kwargs.get("metadata") or {}
+        route = route_for(api_key, caller_identity(litellm_metadata), settings.account_map)
+        assert route is not None  # api_key is a marker
+        manager.listen_for_changes(on_change=lambda _account: self.pool.forget_members())
+
+        # Always the configured upstream, never one from the request body (audit H3).
+        kwargs["api_base"] = (configured or {}).get("api_base") or settings.api_base
         kwargs["client"] = self._client(route)
-        if not kwargs.get("api_base"):
-            kwargs["api_base"] = manager.settings.api_base
-        identity = manager.settings.system_prompt
-        if identity:
-            _prepend_identity(kwargs, identity, str(getattr(call_type, "value", call_type) or ""))
+        kwargs["api_key"] = PLACEHOLDER
+        family = model_family(model)
+
+        credential = client_credential((kwargs.get("secret_fields") or {}).get("raw_headers"))
+        if credential is not None and settings.passthrough != "off":
+            current_attempt.set(Attempt(account=None, family=family, client_credential=credential))
+            return kwargs  # the client brings its own system blocks: nothing is added
+        _drop_forwarded_credentials(kwargs)
+        if settings.passthrough == "required":
+            raise OwnLoginRequired()
+        account = await self._choose(route, family)
+        current_attempt.set(Attempt(account=account, family=family))
+        if settings.system_prompt:
+            add_identity(kwargs, settings.system_prompt, call_type)
         return kwargs
 
-    async def _token_for(self, route: Route) -> str:
+    async def _choose(self, route: Route, family: str | None) -> str:
+        manager = self.manager
         if route.pool:
-            _account, tokens = await self.pool.next_tokens()
-            return tokens.access
-        tokens = await self.manager.get_tokens(route.account)
-        if (cooldown := self.manager.cooldown(self.manager.account_id(route.account))) is not None:
-            raise AllAccountsCoolingDown(cooldown)
-        return tokens.access
+            account, _tokens = await self.pool.next_tokens(family=family)
+            return account
+        account = manager.account_id(route.account)
+        await manager.get_tokens(account)  # fails early, with the hint, when not logged in
+        if (cooldown := manager.health.cooldown(account, family)) is not None:
+            raise AllAccountsCoolingDown(cooldown, pool=False)
+        return account
 
 
-def _prepend_identity(kwargs: dict[str, Any], identity: str, call_type: str) -> None:
-    """Claude Code's identity must be the first system block; add it once, keep the caller's after it."""
-    if "messages" in kwargs and call_type != "anthropic_messages":
-        messages = list(kwargs.get("messages") or [])
-        if messages and messages[0].get("role") == "system" and _text_of(messages[0].get("content")).startswith(identity):
-            return
-        kwargs["messages"] = [{"role": "system", "content": identity}, *messages]
-        return
-    system = kwargs.get("system")
-    if isinstance(system, str):
-        if not system.startswith(identity):
-            kwargs["system"] = [{"type": "text", "text": identity}, {"type": "text", "text": system}]
-    elif isinstance(system, list):
-        if not (system and _text_of(system[0]).startswith(identity)):
-            kwargs["system"] = [{"type": "text", "text": identity}, *system]
-    else:
-        kwargs["system"] = [{"type": "text", "text": identity}]
+def _drop_forwarded_credentials(kwargs: dict[str, Any]) -> None:
+    """With passthrough off, a client's credential must not ride along into the upstream request."""
+    extra = (kwargs.get("provider_specific_header") or {}).get("extra_headers")
+    if isinstance(extra, dict):
+        for name in [k for k in extra if k.lower() in ("authorization", "x-api-key")]:
+            del extra[name]
 
 
-def _text_of(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or "")
-    if isinstance(content, list) and content:
-        return _text_of(content[0])
-    return ""
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _router() -> Any:
+    try:
+        from litellm.proxy.proxy_server import llm_router
+    except Exception:  # SDK use without the proxy: no config to consult
+        return None
+    return llm_router
 
 
 handler = ClaudeOAuthHandler()

@@ -1,0 +1,173 @@
+"""The httpx auth flow every request to an OAuth deployment goes through.
+
+Modelled on httpx's own ``Auth.auth_flow`` generators: it sees the final request
+LiteLLM built, sets the credential, and decides from each response whether to
+re-send:
+
+* 401 with an expired/revoked token → refresh (keyed on the token that failed, so a
+  burst of 401s costs one refresh) and re-send; at most two refreshes per request,
+  because the first may only fetch a token another worker stored, which the server
+  may have revoked too;
+* 429 that is about quota → rest the account (or one model family of it) until the
+  window resets, and with a pool re-send on the next usable account; any other 429
+  (identity gate, long-context or fast-mode credits, server throttling) and 529 are
+  returned as they are: resting accounts would not help;
+* a request that carries the client's own Anthropic credential is sent unchanged and
+  never retried, refreshed or rested: it is not ours.
+
+The real access token is set here, on the wire request, and nowhere else: LiteLLM's
+``api_key`` holds only a placeholder, so logging callbacks never see a token (audit M7),
+and it is only ever sent to a trusted origin (audit H3).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Collection
+from contextvars import ContextVar
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import ClaudeOAuthError
+from .manager import TokenManager
+from .ratelimit import cooldown_for_429
+from .refusals import classify
+from .routing import AllAccountsCoolingDown, Pool
+
+log = logging.getLogger(__name__)
+
+# Starts with sk-ant-oat so LiteLLM sends Bearer auth and the OAuth beta; never valid upstream.
+PLACEHOLDER = "sk-ant-oat01-litellm-claude-oauth-placeholder"
+_MAX_REFRESHES = 2
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the deployment hook decided for one attempt, handed to the flow through a ContextVar.
+
+    The hook and the HTTP call run in the same task, so the value set in the hook is the
+    one the flow reads; a retry runs the hook again and sets it anew.
+    """
+
+    account: str | None  # the stored account chosen (None: the route's default)
+    family: str | None = None  # model family, for model-scoped cooldowns
+    client_credential: tuple[str, str] | None = None  # (header, value) the client brought, to forward as is
+
+
+current_attempt: ContextVar[Attempt | None] = ContextVar("claude_oauth_attempt", default=None)
+
+
+def origin(url: str | httpx.URL) -> str:
+    parts = urlsplit(str(url))
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "", 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+class UntrustedUpstream(ClaudeOAuthError):
+    http_status = 400
+
+
+def _bearer(request: httpx.Request) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def _use(request: httpx.Request, access_token: str) -> None:
+    request.headers["authorization"] = f"Bearer {access_token}"
+    request.headers.pop("x-api-key", None)
+
+
+def _carries_foreign_credential(request: httpx.Request) -> bool:
+    """The client's own login or API key, forwarded by LiteLLM (its /v1/messages does that itself)."""
+    bearer = _bearer(request)
+    if bearer and bearer != PLACEHOLDER:
+        return True
+    return bool(request.headers.get("x-api-key"))
+
+
+class ClaudeOAuthFlow(httpx.Auth):
+    def __init__(
+        self,
+        manager: TokenManager,
+        account: str | None,
+        pool: Pool | None,
+        trusted_origins: Callable[[], Collection[str]],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.manager = manager
+        self.account = account
+        self.pool = pool
+        self._trusted = trusted_origins
+        self._clock = clock
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        attempt = current_attempt.get() or Attempt(account=self.account)
+        if origin(request.url) not in self._trusted():
+            # A client-chosen api_base must never receive a Claude token.
+            request.headers.pop("authorization", None)
+            request.headers.pop("x-api-key", None)
+            raise UntrustedUpstream(
+                f"refusing to send Claude OAuth credentials to {origin(request.url)}: "
+                "not CLAUDE_API_BASE or an api_base of the proxy's own config"
+            )
+        if attempt.client_credential is not None:
+            header, value = attempt.client_credential
+            request.headers.pop("authorization", None)
+            request.headers.pop("x-api-key", None)
+            request.headers[header] = value
+        if attempt.client_credential is not None or _carries_foreign_credential(request):
+            yield request  # the client's own credential: forwarded once, as is, never touched
+            return
+
+        account = attempt.account
+        if self.pool is not None and account is None:
+            account, tokens = await self.pool.next_tokens(family=attempt.family)
+        else:
+            tokens = await self.manager.get_tokens(account)
+        account = self.manager.account_id(account)
+        _use(request, tokens.access)
+
+        refreshes = 0
+        rested: set[str] = set()
+        while True:
+            response = yield request
+            if response.status_code == 401:
+                if refreshes >= _MAX_REFRESHES:
+                    return
+                await response.aread()
+                refusal = classify(401, response.headers, response.content)
+                if refusal is not None and not refusal.refresh_helps:
+                    return
+                try:
+                    tokens = await self.manager.force_refresh(account, stale_access=_bearer(request) or None)
+                except ClaudeOAuthError as exc:
+                    log.warning("Claude OAuth: refresh after 401 failed: %s", exc)
+                    return
+                refreshes += 1
+                log.info("Claude OAuth: upstream 401, retrying with a refreshed token (%d/%d)", refreshes,
+                         _MAX_REFRESHES)
+                _use(request, tokens.access)
+                continue
+            if response.status_code != 429:
+                return
+            await response.aread()
+            cooldown = cooldown_for_429(response.headers, response.text, self._clock())
+            if cooldown is None:
+                return  # not about this account's quota: resting it or another would not help
+            await self.manager.health.cool_down(account, cooldown)
+            rested.add(account)
+            if self.pool is None:
+                response.headers["retry-after"] = str(cooldown.retry_after(self._clock()))
+                return
+            try:
+                account, tokens = await self.pool.next_tokens(frozenset(rested), family=attempt.family)
+            except AllAccountsCoolingDown as exc:
+                response.headers["retry-after"] = str(exc.retry_after)
+                return
+            except ClaudeOAuthError:
+                return
+            log.info("Claude OAuth: '%s' is rate-limited, retrying on '%s'", next(iter(rested)), account)
+            _use(request, tokens.access)
+            refreshes = 0

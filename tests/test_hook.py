@@ -1,0 +1,246 @@
+"""The request path in isolation: ClaudeOAuthFlow driven like httpx's own auth tests, and the identity block.
+
+Upstream is an ``httpx.MockTransport`` scripted per test; the token endpoint is the
+respx fake from conftest, so refreshes rotate real (fake) refresh tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from litellm_claude_oauth.auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, UntrustedUpstream, current_attempt, origin
+from litellm_claude_oauth.identity import with_identity
+from litellm_claude_oauth.manager import TokenManager
+from litellm_claude_oauth.routing import Pool
+from litellm_claude_oauth.settings import Settings
+
+from .conftest import FakeTokenEndpoint
+from .test_manager import Clock, clock, logged_in, manager  # noqa: F401  (fixtures)
+
+API = "https://api.anthropic.com"
+IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
+EXPIRED = {"type": "error", "error": {"type": "authentication_error", "message": "OAuth token has expired."}}
+
+
+def upstream(script: Callable[[httpx.Request, int], httpx.Response]) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        # A snapshot: the flow re-sends the same request object with new headers.
+        seen.append(httpx.Request(request.method, request.url, headers=request.headers.copy()))
+        return script(request, len(seen))
+
+    return httpx.MockTransport(handle), seen
+
+
+async def send(flow: ClaudeOAuthFlow, transport: httpx.MockTransport, url: str = f"{API}/v1/messages",
+               headers: dict[str, str] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(transport=transport, auth=flow) as client:
+        request_headers = {"authorization": f"Bearer {PLACEHOLDER}", **(headers or {})}
+        return await client.post(url, json={"model": "claude-sonnet-4-6"}, headers=request_headers)
+
+
+def flow_for(manager: TokenManager, account: str | None = None, pool: Pool | None = None) -> ClaudeOAuthFlow:
+    return ClaudeOAuthFlow(manager, account, pool, lambda: frozenset({origin(API)}))
+
+
+def bearer(request: httpx.Request) -> str:
+    return request.headers.get("authorization", "").removeprefix("Bearer ")
+
+
+async def test_the_real_token_replaces_the_placeholder_on_the_wire(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    assert (await send(flow_for(manager), transport)).status_code == 200
+    assert bearer(seen[0]) == "sk-ant-oat01-access1"
+    assert "x-api-key" not in seen[0].headers
+
+
+async def test_401_refreshes_and_resends_at_most_twice(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(401, json=EXPIRED))
+    response = await send(flow_for(manager), transport)
+    assert response.status_code == 401
+    assert [bearer(r) for r in seen] == ["sk-ant-oat01-access1", "sk-ant-oat01-access2", "sk-ant-oat01-access3"]
+    assert token_endpoint.refreshes == 2
+
+
+async def test_a_second_refresh_fixes_a_token_another_worker_stored_but_the_server_revoked(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, clock: Clock
+) -> None:
+    """Issue 10: the first 401 retry used the store's token, revoked too; the flow used to give up."""
+    await logged_in(manager, token_endpoint)
+    other = TokenManager.from_settings(Settings.from_env(), clock=clock)
+    await other.force_refresh()  # another worker (or `litellm claude refresh`) stored access2
+    good = "sk-ant-oat01-access3"
+    transport, seen = upstream(lambda r, n: httpx.Response(200 if bearer(r) == good else 401, json=EXPIRED))
+    assert (await send(flow_for(manager), transport)).status_code == 200
+    assert [bearer(r) for r in seen] == ["sk-ant-oat01-access1", "sk-ant-oat01-access2", good]
+
+
+async def test_a_401_refresh_cannot_fix_is_not_retried(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    await logged_in(manager, token_endpoint)
+    body = {"type": "error", "error": {"type": "authentication_error",
+                                       "message": "OAuth authentication is currently not supported."}}
+    transport, seen = upstream(lambda r, n: httpx.Response(401, json=body))
+    assert (await send(flow_for(manager), transport)).status_code == 401
+    assert len(seen) == 1 and token_endpoint.refreshes == 0
+
+
+async def test_no_token_goes_to_an_untrusted_origin(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    """Audit H3: a client-chosen api_base never receives the operator's token."""
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(401, json=EXPIRED))
+    with pytest.raises(UntrustedUpstream):
+        await send(flow_for(manager), transport, url="https://attacker.example/v1/messages")
+    assert seen == [] and token_endpoint.refreshes == 0
+
+
+async def test_a_headerless_429_is_not_quota(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    """The identity gate's "Error" 429 must not rest the account (issue 9, audit D4)."""
+    await logged_in(manager, token_endpoint)
+    gate = {"type": "error", "error": {"type": "rate_limit_error", "message": "Error"}}
+    transport, seen = upstream(lambda r, n: httpx.Response(429, json=gate))
+    assert (await send(flow_for(manager), transport)).status_code == 429
+    assert len(seen) == 1
+    assert manager.health.cooldown("default") is None
+    assert (await manager.load()).cooldown_until is None
+
+
+def quota_429(reset: float, *, window: str = "5h", claim: str = "five_hour") -> httpx.Response:
+    return httpx.Response(429, json={"type": "error", "error": {"type": "rate_limit_error", "message": "x"}}, headers={
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-reset": str(int(reset)),
+        "anthropic-ratelimit-unified-representative-claim": claim,
+        f"anthropic-ratelimit-unified-{window}-status": "rejected",
+        f"anthropic-ratelimit-unified-{window}-reset": str(int(reset)),
+        # A period reset far away must not extend the rest (audit D2).
+        "anthropic-ratelimit-unified-overage-status": "rejected",
+        "anthropic-ratelimit-unified-overage-reset": str(int(reset + 30 * 86400)),
+    })
+
+
+async def test_a_quota_429_rests_the_account_until_the_window_resets(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    reset = time.time() + 3600
+    transport, _ = upstream(lambda r, n: quota_429(reset))
+    response = await send(flow_for(manager), transport)
+    assert response.status_code == 429
+    assert 3500 < int(response.headers["retry-after"]) <= 3601
+    assert (await manager.load()).cooldown_until == int(reset)
+
+
+async def test_a_pool_resends_a_quota_429_on_the_next_account(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, token_endpoint: FakeTokenEndpoint, clock: Clock
+) -> None:
+    monkeypatch.setenv("CLAUDE_OAUTH_POOL", "a,b")
+    manager = TokenManager.from_settings(Settings.from_env(), clock=clock)
+    await logged_in(manager, token_endpoint, "a")  # access1
+    await logged_in(manager, token_endpoint, "b")  # access2
+    pool = Pool(manager)
+    transport, seen = upstream(
+        lambda r, n: quota_429(time.time() + 600) if bearer(r) == "sk-ant-oat01-access1" else httpx.Response(200, json={})
+    )
+    token = current_attempt.set(Attempt(account="a"))
+    try:
+        assert (await send(flow_for(manager, pool=pool), transport)).status_code == 200
+    finally:
+        current_attempt.reset(token)
+    assert [bearer(r) for r in seen] == ["sk-ant-oat01-access1", "sk-ant-oat01-access2"]
+    assert manager.health.cooldown("a") is not None and manager.health.cooldown("b") is None
+
+
+async def test_a_model_scoped_429_rests_only_that_family(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    reset = time.time() + 86400
+    transport, _ = upstream(lambda r, n: httpx.Response(429, json={}, headers={
+        "anthropic-ratelimit-unified-status": "rejected",
+        "anthropic-ratelimit-unified-representative-claim": "seven_day_opus",
+        "anthropic-ratelimit-unified-5h-status": "allowed",
+        "anthropic-ratelimit-unified-7d-status": "allowed",
+        "anthropic-ratelimit-unified-7d_opus-status": "rejected",
+        "anthropic-ratelimit-unified-7d_opus-reset": str(int(reset)),
+    }))
+    await send(flow_for(manager), transport)
+    assert manager.health.cooldown("default") is None
+    assert manager.health.cooldown("default", "opus") is not None
+    assert manager.health.cooldown("default", "sonnet") is None
+    assert "opus" in (await manager.load()).model_cooldowns
+
+
+async def test_a_clients_own_credential_is_forwarded_and_never_touches_the_stored_account(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    """Issue 11: a bogus client token must come back 401, not be answered by the operator's account."""
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(401, json=EXPIRED))
+    token = current_attempt.set(Attempt(account=None, client_credential=("authorization", "Bearer sk-ant-oat01-CLIENT")))
+    try:
+        assert (await send(flow_for(manager), transport)).status_code == 401
+    finally:
+        current_attempt.reset(token)
+    assert [bearer(r) for r in seen] == ["sk-ant-oat01-CLIENT"]
+    assert token_endpoint.refreshes == 0
+
+
+async def test_a_credential_litellm_forwarded_itself_is_left_alone(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(429, json={"type": "error", "error": {"message": "x"}},
+                                                           headers={"anthropic-ratelimit-unified-status": "rejected"}))
+    await send(flow_for(manager), transport, headers={"authorization": "Bearer sk-ant-oat01-CLIENT"})
+    assert [bearer(r) for r in seen] == ["sk-ant-oat01-CLIENT"]
+    assert (await manager.load()).cooldown_until is None
+
+
+# -- identity block ------------------------------------------------------------------
+
+BILLING = {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.abc; cc_entrypoint=cli; cch=12345;"}
+
+
+@pytest.mark.parametrize(
+    ("system", "expected"),
+    [
+        (None, [IDENTITY]),
+        ("Be brief.", [IDENTITY, "Be brief."]),
+        (IDENTITY, [IDENTITY]),
+        # A caller's block that merely starts with the identity is split: the API wants it whole.
+        (IDENTITY + "\nBe brief.", [IDENTITY, "Be brief."]),
+        ([{"type": "text", "text": IDENTITY + " Be brief."}], [IDENTITY, "Be brief."]),
+        ([{"type": "text", "text": "Be brief."}], [IDENTITY, "Be brief."]),
+        ([{"type": "text", "text": IDENTITY}, {"type": "text", "text": "More."}], [IDENTITY, "More."]),
+    ],
+)
+def test_the_identity_is_the_whole_first_block(system: object, expected: list[str]) -> None:
+    result = with_identity(system, IDENTITY)
+    assert [b["text"] for b in result] == expected
+
+
+def test_claude_codes_own_system_blocks_are_left_exactly_as_they_are() -> None:
+    """Issue 9: we used to put a second identity in front of Claude Code's billing block."""
+    system = [BILLING, {"type": "text", "text": IDENTITY, "cache_control": {"type": "ephemeral"}},
+              {"type": "text", "text": "Claude Code's long prompt"}]
+    assert with_identity(system, IDENTITY) is system
+    sdk = [{"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK."}]
+    assert with_identity(sdk, IDENTITY) is sdk
+
+
+def test_cache_control_on_a_split_block_stays_with_the_callers_text() -> None:
+    block = {"type": "text", "text": IDENTITY + "\nRules.", "cache_control": {"type": "ephemeral"}}
+    result = with_identity([block], IDENTITY)
+    assert result[0] == {"type": "text", "text": IDENTITY}
+    assert result[1] == {"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}
+    assert json.dumps(block)  # the caller's dict was not mutated
+    assert block["text"].startswith(IDENTITY)
