@@ -207,6 +207,48 @@ def test_import_linked_records_the_link_and_does_not_warn(env, tmp_path: Path) -
     assert "Linked to Claude Code" in CliRunner().invoke(claude, ["status"]).stdout
 
 
+def _write_claude_code(path: Path, grant: dict, expires_at: float) -> None:
+    doc = json.loads(path.read_text()) if path.exists() else {"mcpOAuth": {"kept": True}}
+    doc["claudeAiOauth"] = {"accessToken": grant["access_token"], "refreshToken": grant["refresh_token"],
+                            "expiresAt": int(expires_at * 1000), "scopes": ["user:inference"]}
+    path.write_text(json.dumps(doc))
+
+
+def test_linked_account_follows_claude_code_rotations(run, token_endpoint: FakeTokenEndpoint, tmp_path: Path) -> None:
+    import inspect
+
+    from litellm_claude_oauth.manager import TokenManager
+
+    if "linked_path" not in inspect.signature(TokenManager.import_tokens).parameters:
+        pytest.skip("TokenManager.import_tokens has no linked_path keyword yet")
+    creds = tmp_path / ".credentials.json"
+    first = token_endpoint.issue()
+    _write_claude_code(creds, first, time.time() - 10)
+    assert run("import", str(creds), "--linked").exit_code == 0
+
+    # Claude Code refreshes on its own: refresh token 1 dies, 2 is live, and it is in the file.
+    token_endpoint.live_refresh.discard(first["refresh_token"])
+    second = token_endpoint.issue()
+    _write_claude_code(creds, second, time.time() - 10)
+
+    result = run("refresh")
+    assert result.exit_code == 0, result.output
+    used = [b["refresh_token"] for b in token_endpoint.bodies if b.get("grant_type") == "refresh_token"]
+    assert used == [second["refresh_token"]]  # not the dead one the proxy imported
+    stored = json.loads(run("export", "--show-tokens").output)
+    written = json.loads(creds.read_text())
+    assert written["claudeAiOauth"]["refreshToken"] == stored["refresh_token"] != second["refresh_token"]
+    assert stored["refresh_token"] in token_endpoint.live_refresh and written["mcpOAuth"] == {"kept": True}
+
+    # Claude Code refreshes again and its token is fresh: the proxy adopts it without spending anything.
+    token_endpoint.live_refresh.discard(stored["refresh_token"])
+    third = token_endpoint.issue()
+    _write_claude_code(creds, third, time.time() + 8 * 3600)
+    assert run("refresh").exit_code == 0
+    assert token_endpoint.refreshes == 1
+    assert json.loads(run("export", "--show-tokens").output)["access_token"] == third["access_token"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
