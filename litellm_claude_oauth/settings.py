@@ -340,6 +340,9 @@ class Settings(BaseModel):
             sources[var.field] = name
         if redis_url := _redis_url(env):
             values["redis"] = RedisSettings(url=SecretStr(redis_url))
+        # `~` is expanded now, not at import: HOME may have changed since (tests, su).
+        values.setdefault("token_file", Path(DEFAULT_TOKEN_FILE).expanduser())
+        values.setdefault("claude_code_credentials_file", Path(DEFAULT_CLAUDE_CODE_CREDENTIALS).expanduser())
 
         try:
             settings = cls.model_validate(values)

@@ -279,3 +279,10 @@ def test_settings_import_stays_light() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_home_is_read_when_settings_are_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Settings.from_env({})
+    assert s.token_file == tmp_path / ".litellm" / "claude_tokens.json"
+    assert s.claude_code_credentials_file == tmp_path / ".claude" / ".credentials.json"
