@@ -4,8 +4,9 @@ Also home of :func:`main`, the ``litellm`` console script: ``litellm claude …`
 the group below, anything else is handed untouched to LiteLLM's own ``run_server``.
 
 Start-up time matters here (``status`` is run in scripts and prompts): the module
-imports only click; each command imports what it needs when it runs, so ``status``
-never loads rich, YAML or the model-listing code, and nothing here imports LiteLLM.
+imports only click; each command imports what it needs when it runs, so ``--help``
+loads nothing else, ``status`` no YAML, rich tables or model-listing code, and no
+command imports LiteLLM.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +25,8 @@ import click
 
 if TYPE_CHECKING:
     from .manager import AccountStatus, TokenManager
+    from .models import ModelsReport
+    from .settings import Settings
     from .tokens import TokenSet
 
 T = TypeVar("T")
@@ -46,7 +50,7 @@ def _say(text: str = "", *, err: bool = False) -> None:
     click.echo(text, err=err)
 
 
-def _settings() -> Any:
+def _settings() -> Settings:
     from .errors import ConfigError
     from .settings import Settings
 
@@ -375,12 +379,12 @@ ARGV_TOKEN_WARNING = (
 )
 
 
+@dataclass(frozen=True)
 class _Imported:
-    def __init__(self, tokens: TokenSet, origin: str, claude_code_file: Path | None = None):
-        self.tokens = tokens
-        self.origin = origin
-        # Set when the tokens came from a Claude Code credentials file on disk (linkable).
-        self.claude_code_file = claude_code_file
+    tokens: TokenSet
+    origin: str
+    # Set when the tokens came from a Claude Code credentials file on disk (linkable).
+    claude_code_file: Path | None = None
 
 
 @claude.command(name="import")
@@ -418,17 +422,9 @@ def import_(source: str | None, setup_token: str | None, linked: bool, account: 
 
     async def work(m: TokenManager) -> str:
         name = m.account_id(account)
-        if linked_path is not None:
-            import inspect
-
-            if "linked_path" not in inspect.signature(m.import_tokens).parameters:
-                raise CLIError("--linked is not supported by this version's token manager")
         if not force and await m.store.load(name) is not None:
             raise CLIError(f"account '{name}' already has tokens; add --force to replace them")
-        if linked_path is not None:
-            await m.import_tokens(imported.tokens, name, linked_path=linked_path)
-        else:
-            await m.import_tokens(imported.tokens, name)
+        await m.import_tokens(imported.tokens, name, linked_path=linked_path)
         return name
 
     name = _run(work)
@@ -446,7 +442,7 @@ def import_(source: str | None, setup_token: str | None, linked: bool, account: 
         _say(SHARED_REFRESH_WARNING, err=True)
 
 
-def _read_import(source: str | None, setup_token: str | None, settings: Any) -> _Imported:
+def _read_import(source: str | None, setup_token: str | None, settings: Settings) -> _Imported:
     from .claude_code import DEFAULT_CREDENTIALS_FILE, CredentialsFileError, read_credentials
     from .tokens import TokenSet
 
@@ -551,7 +547,7 @@ def models(account: str | None, config: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
-def _print_models(report: Any) -> None:
+def _print_models(report: ModelsReport) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -192,12 +192,6 @@ def test_import_from_claude_code_warns_about_the_shared_refresh_token(env, tmp_p
 
 
 def test_import_linked_records_the_link_and_does_not_warn(env, tmp_path: Path) -> None:
-    import inspect
-
-    from litellm_claude_oauth.manager import TokenManager
-
-    if "linked_path" not in inspect.signature(TokenManager.import_tokens).parameters:
-        pytest.skip("TokenManager.import_tokens has no linked_path keyword yet")
     creds = _claude_code_file(tmp_path)
     result = CliRunner().invoke(claude, ["import", str(creds), "--linked"])
     assert result.exit_code == 0, result.output
@@ -215,12 +209,6 @@ def _write_claude_code(path: Path, grant: dict, expires_at: float) -> None:
 
 
 def test_linked_account_follows_claude_code_rotations(run, token_endpoint: FakeTokenEndpoint, tmp_path: Path) -> None:
-    import inspect
-
-    from litellm_claude_oauth.manager import TokenManager
-
-    if "linked_path" not in inspect.signature(TokenManager.import_tokens).parameters:
-        pytest.skip("TokenManager.import_tokens has no linked_path keyword yet")
     creds = tmp_path / ".credentials.json"
     first = token_endpoint.issue()
     _write_claude_code(creds, first, time.time() - 10)
