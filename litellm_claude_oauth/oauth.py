@@ -69,8 +69,8 @@ def parse_authorization_input(text: str) -> tuple[str, str | None]:
         code, sep, state = text.partition("#")
         return _checked_code(code), (state.strip() or None) if sep else None
     params = parse_qs(query)
-    state = (params.get("state") or [None])[0] or fragment or None
-    return _checked_code((params.get("code") or [""])[0]), state
+    state = (params.get("state") or [""])[0] or fragment
+    return _checked_code((params.get("code") or [""])[0]), state or None
 
 
 def _checked_code(code: str) -> str:
@@ -159,9 +159,7 @@ class OAuthClient:
                 log.info("Claude OAuth %s: %s answered %s, trying the next token URL", what, url, response.status_code)
                 continue
             return _token_response(response, what, user_agent=self.settings.user_agent, secrets=tuple(secrets))
-        raise OAuthError(
-            f"cannot reach the Claude token endpoint ({'; '.join(unreachable)})", reached_server=False
-        )
+        raise OAuthError(f"cannot reach the Claude token endpoint ({'; '.join(unreachable)})", reached_server=False)
 
 
 def _token_response(

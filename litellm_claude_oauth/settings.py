@@ -107,7 +107,9 @@ ENV: dict[str, EnvVar] = {
         ",".join(DEFAULT_TOKEN_URLS),
         "list",
     ),
-    "CLAUDE_OAUTH_REDIRECT_URI": EnvVar("redirect_uri", "OAuth redirect (the page that shows CODE#STATE)", DEFAULT_REDIRECT_URI),
+    "CLAUDE_OAUTH_REDIRECT_URI": EnvVar(
+        "redirect_uri", "OAuth redirect (the page that shows CODE#STATE)", DEFAULT_REDIRECT_URI
+    ),
     "CLAUDE_OAUTH_SCOPES": EnvVar("scopes", "OAuth scopes", DEFAULT_SCOPES),
     "CLAUDE_OAUTH_USER_AGENT": EnvVar("user_agent", "User-Agent of token requests", "litellm-claude-oauth/<version>"),
     "CLAUDE_OAUTH_STATE_TTL_SECONDS": EnvVar("login_state_ttl_seconds", "how long a started login stays valid", "600"),
@@ -115,7 +117,10 @@ ENV: dict[str, EnvVar] = {
     "CLAUDE_API_BASE": EnvVar("api_base", "Messages API base for OAuth deployments", DEFAULT_API_BASE),
     "CLAUDE_CODE_OAUTH_TOKEN": EnvVar(None, "a `claude setup-token` token, read by `litellm claude import`"),
     "CLAUDE_CODE_CREDENTIALS_FILE": EnvVar(
-        "claude_code_credentials_file", "Claude Code's credentials, read by `import`", DEFAULT_CLAUDE_CODE_CREDENTIALS, "path"
+        "claude_code_credentials_file",
+        "Claude Code's credentials, read by `import`",
+        DEFAULT_CLAUDE_CODE_CREDENTIALS,
+        "path",
     ),
     "CLAUDE_OAUTH_PASSTHROUGH": EnvVar(
         "passthrough",
@@ -123,7 +128,9 @@ ENV: dict[str, EnvVar] = {
         "`off`: client credentials are ignored; `required`: never use a stored account",
         "auto",
     ),
-    "CLAUDE_OAUTH_POOL": EnvVar("pool_accounts", "accounts of `claude-oauth:pool` deployments", "every stored account", "list"),
+    "CLAUDE_OAUTH_POOL": EnvVar(
+        "pool_accounts", "accounts of `claude-oauth:pool` deployments", "every stored account", "list"
+    ),
     "CLAUDE_OAUTH_POOL_STRATEGY": EnvVar("pool_strategy", "`round-robin`, `fill-first` or `least-used`", "round-robin"),
     "CLAUDE_OAUTH_QUOTA_THRESHOLD": EnvVar(
         "quota_skip_threshold", "pools skip an account whose utilization is at or above this (0-1]", "0.95"
@@ -138,7 +145,9 @@ ENV: dict[str, EnvVar] = {
         "lock_ttl_seconds", "how long a Redis refresh lock outlives a killed holder", "10"
     ),
     "CLAUDE_OAUTH_ALERT_WEBHOOK_URL": EnvVar("alert_webhook_url", "alerts as a JSON POST (Slack-compatible `text`)"),
-    "CLAUDE_OAUTH_ALERT_UTILIZATION": EnvVar("alert_utilization", "alert when a window's utilization reaches this", "0.9"),
+    "CLAUDE_OAUTH_ALERT_UTILIZATION": EnvVar(
+        "alert_utilization", "alert when a window's utilization reaches this", "0.9"
+    ),
     "CLAUDE_OAUTH_ALERT_REFRESH_FAILURES": EnvVar(
         "alert_refresh_failures", "alert after this many failed refreshes in a row", "3"
     ),
@@ -283,7 +292,9 @@ class Settings(BaseModel):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError('must be a JSON object like {"team:TEAM_ID": "alice", "key:KEY_ALIAS": "pool"}') from None
+                raise ValueError(
+                    'must be a JSON object like {"team:TEAM_ID": "alice", "key:KEY_ALIAS": "pool"}'
+                ) from None
         if not isinstance(value, dict):
             raise ValueError('must be a JSON object like {"team:TEAM_ID": "alice"}')
         for selector, account in value.items():
@@ -349,9 +360,7 @@ class Settings(BaseModel):
         except ValidationError as exc:
             raise ConfigError(_describe(exc, sources)) from None
         if settings.store == "postgres" and settings.database_url is None:
-            raise ConfigError(
-                "CLAUDE_TOKEN_STORE=postgres needs CLAUDE_OAUTH_DATABASE_URL (or DATABASE_URL) to be set"
-            )
+            raise ConfigError("CLAUDE_TOKEN_STORE=postgres needs CLAUDE_OAUTH_DATABASE_URL (or DATABASE_URL) to be set")
         return settings
 
 

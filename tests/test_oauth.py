@@ -43,7 +43,9 @@ def test_authorize_url_has_exactly_the_parameters_the_service_requires() -> None
 
 
 def test_authorize_url_takes_the_pending_logins_redirect() -> None:
-    url = build_authorize_url(settings(), code_challenge="CH", state="ST", redirect_uri="http://localhost:54545/callback")
+    url = build_authorize_url(
+        settings(), code_challenge="CH", state="ST", redirect_uri="http://localhost:54545/callback"
+    )
     assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["http://localhost:54545/callback"]
 
 
@@ -70,7 +72,9 @@ def test_parse_what_people_paste(pasted: str, expected: tuple[str, str | None]) 
     assert parse_authorization_input(pasted) == expected
 
 
-@pytest.mark.parametrize("pasted", ["", "   ", "https://x/cb?state=1", "two words", "code=&state=S", "code=a b&state=S"])
+@pytest.mark.parametrize(
+    "pasted", ["", "   ", "https://x/cb?state=1", "two words", "code=&state=S", "code=a b&state=S"]
+)
 def test_unusable_pastes_are_rejected(pasted: str) -> None:
     with pytest.raises(ValueError):
         parse_authorization_input(pasted)
@@ -125,16 +129,25 @@ async def test_refresh_token_lifetime_from_the_answer_and_configured_default(tok
 async def test_refresh_token_expires_in_is_recorded() -> None:
     respx.post(TOKEN_URL).mock(
         return_value=httpx.Response(
-            200, json={"access_token": "sk-ant-oat01-n", "refresh_token": "sk-ant-ort01-n", "refresh_token_expires_in": 2497155}
+            200,
+            json={
+                "access_token": "sk-ant-oat01-n",
+                "refresh_token": "sk-ant-ort01-n",
+                "refresh_token_expires_in": 2497155,
+            },
         )
     )
-    tokens = await OAuthClient(settings()).refresh(TokenSet.from_token_response({"access_token": "a", "refresh_token": "r"}))
+    tokens = await OAuthClient(settings()).refresh(
+        TokenSet.from_token_response({"access_token": "a", "refresh_token": "r"})
+    )
     assert tokens.refresh_expires_at is not None and abs(tokens.refresh_expires_at - (time.time() + 2497155)) < 60
 
 
 @respx.mock
 async def test_malformed_expires_in_is_an_oauth_error() -> None:
-    respx.post(TOKEN_URL).mock(return_value=httpx.Response(200, json={"access_token": "sk-ant-oat01-n", "expires_in": "soon"}))
+    respx.post(TOKEN_URL).mock(
+        return_value=httpx.Response(200, json={"access_token": "sk-ant-oat01-n", "expires_in": "soon"})
+    )
     with pytest.raises(OAuthError, match="malformed expires_in"):
         await OAuthClient(settings()).refresh(TokenSet.from_token_response({"access_token": "a", "refresh_token": "r"}))
 
@@ -189,7 +202,11 @@ async def test_rate_limit_surfaces_retry_after() -> None:
     [
         (403, "error code: 1010", "error code: 1010"),
         (429, "error code: 1015\n<html>too many</html>", "error code: 1015 <html>too many</html>"),
-        (403, '{"type":"error","error":{"type":"permission_error","message":"browser_signature_banned"}}', "browser_signature_banned"),
+        (
+            403,
+            '{"type":"error","error":{"type":"permission_error","message":"browser_signature_banned"}}',
+            "browser_signature_banned",
+        ),
     ],
 )
 async def test_edge_refusals_show_their_body(status: int, body: str, shown: str) -> None:
@@ -216,7 +233,9 @@ async def test_error_bodies_are_truncated_and_token_free() -> None:
 @respx.mock
 async def test_a_code_echoed_in_an_error_is_redacted() -> None:
     respx.post(TOKEN_URL).mock(
-        return_value=httpx.Response(400, json={"error": "invalid_request", "error_description": "bad code the-code-123"})
+        return_value=httpx.Response(
+            400, json={"error": "invalid_request", "error_description": "bad code the-code-123"}
+        )
     )
     with pytest.raises(OAuthError) as info:
         await OAuthClient(settings()).exchange_code(code="the-code-123", state="s", code_verifier="v" * 43)
@@ -233,7 +252,9 @@ async def test_token_url_list_falls_through_404_and_errors_before_sending() -> N
         return_value=httpx.Response(200, json={"access_token": "sk-ant-oat01-x", "expires_in": 60})
     )
     s = Settings.from_env(
-        {"CLAUDE_OAUTH_TOKEN_URL": "http://gone/token,http://down/token,http://slow/token,http://old/token,http://good/token"}
+        {
+            "CLAUDE_OAUTH_TOKEN_URL": "http://gone/token,http://down/token,http://slow/token,http://old/token,http://good/token"
+        }
     )
     first = TokenSet.from_token_response({"access_token": "a", "refresh_token": "r", "expires_in": 1})
     tokens = await OAuthClient(s).refresh(first)
@@ -278,7 +299,11 @@ async def test_unreachable_everywhere_says_the_credential_is_unspent() -> None:
 
 @respx.mock
 async def test_404_on_the_last_url_is_final() -> None:
-    respx.post(TOKEN_URL).mock(return_value=httpx.Response(404, json={"type": "error", "error": {"type": "not_found_error", "message": "Not found"}}))
+    respx.post(TOKEN_URL).mock(
+        return_value=httpx.Response(
+            404, json={"type": "error", "error": {"type": "not_found_error", "message": "Not found"}}
+        )
+    )
     with pytest.raises(OAuthError, match="HTTP 404") as info:
         await OAuthClient(settings()).refresh(TokenSet.from_token_response({"access_token": "a", "refresh_token": "r"}))
     assert info.value.reached_server and info.value.status_code == 404
@@ -325,6 +350,8 @@ def test_error_attributes_callers_rely_on() -> None:
     assert errors.RetryLater("busy").retry_after_header() == {}
     later = errors.RateLimitedError("x", retry_after=2.2)
     assert later.retry_after_header() == {"Retry-After": "3"} and later.error == "rate_limited"
-    refusal = errors.UpstreamRefusal(400, "Anthropic billed this as extra usage:\n  the account has none", kind="extra_usage")
+    refusal = errors.UpstreamRefusal(
+        400, "Anthropic billed this as extra usage:\n  the account has none", kind="extra_usage"
+    )
     assert refusal.status == 400 and refusal.kind == "extra_usage" and "\n" not in str(refusal)
     assert isinstance(refusal, errors.ClaudeOAuthError)

@@ -6,7 +6,14 @@ import pytest
 
 from litellm_claude_oauth import __version__
 from litellm_claude_oauth.errors import ConfigError
-from litellm_claude_oauth.settings import DEFAULT_TOKEN_URLS, ENV, Settings, env_names, env_table_markdown, missing_from_readme
+from litellm_claude_oauth.settings import (
+    DEFAULT_TOKEN_URLS,
+    ENV,
+    Settings,
+    env_names,
+    env_table_markdown,
+    missing_from_readme,
+)
 
 
 def test_defaults() -> None:
@@ -187,7 +194,10 @@ def test_every_table_entry_is_read(name: str) -> None:
     ("env", "message"),
     [
         ({"CLAUDE_OAUTH_PASSTHROUGH": "maybe"}, "CLAUDE_OAUTH_PASSTHROUGH must be 'auto', 'off' or 'required'"),
-        ({"CLAUDE_OAUTH_POOL_STRATEGY": "random"}, "CLAUDE_OAUTH_POOL_STRATEGY must be 'round-robin', 'fill-first' or 'least-used'"),
+        (
+            {"CLAUDE_OAUTH_POOL_STRATEGY": "random"},
+            "CLAUDE_OAUTH_POOL_STRATEGY must be 'round-robin', 'fill-first' or 'least-used'",
+        ),
         ({"CLAUDE_OAUTH_QUOTA_THRESHOLD": "0"}, "CLAUDE_OAUTH_QUOTA_THRESHOLD"),
         ({"CLAUDE_OAUTH_QUOTA_THRESHOLD": "1.5"}, "CLAUDE_OAUTH_QUOTA_THRESHOLD"),
         ({"CLAUDE_OAUTH_ALERT_UTILIZATION": "90"}, "CLAUDE_OAUTH_ALERT_UTILIZATION"),
@@ -235,7 +245,10 @@ def test_default_account_prefers_the_new_name_and_ignores_a_uid() -> None:
         ({"REDIS_HOST": "r", "REDIS_USERNAME": "app"}, "redis://app@r:6379/0"),
         ({"REDIS_HOST": "::1", "REDIS_PORT": "6380"}, "redis://[::1]:6380/0"),
         ({"REDIS_HOST": "[fd00::5]"}, "redis://[fd00::5]:6379/0"),
-        ({"REDIS_URL": "rediss://u:p@cache.internal:6380/2", "REDIS_HOST": "ignored"}, "rediss://u:p@cache.internal:6380/2"),
+        (
+            {"REDIS_URL": "rediss://u:p@cache.internal:6380/2", "REDIS_HOST": "ignored"},
+            "rediss://u:p@cache.internal:6380/2",
+        ),
         ({"REDIS_URL": "unix:///run/redis.sock"}, "unix:///run/redis.sock"),
     ],
 )
