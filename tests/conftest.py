@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import itertools
-import json
 import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -18,6 +12,7 @@ import pytest
 import respx
 
 from .backends import TEST_DSN, ensure_database
+from .fake_anthropic.oauth_state import CodeView, LiveRefreshView, OAuthState, parse_body
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
@@ -47,63 +42,60 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-@dataclass
 class FakeTokenEndpoint:
-    """Anthropic's token endpoint in miniature: checks PKCE, rotates refresh tokens."""
+    """Anthropic's token endpoint for respx: the same state machine as the aiohttp fake.
 
-    rotate: bool = True
-    expires_in: int = 3600
-    codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, state)
-    live_refresh: set[str] = field(default_factory=set)
-    bodies: list[dict] = field(default_factory=list)
-    fail_with: httpx.Response | None = None
-    _serial: itertools.count = field(default_factory=lambda: itertools.count(1))
+    Rules (PKCE, redirect binding, single-use rotating refresh tokens, User-Agent edge) live
+    in :class:`tests.fake_anthropic.oauth_state.OAuthState`. What unit tests rely on stays:
+    tokens are numbered (``sk-ant-oat01-access1``, ``sk-ant-ort01-refresh1``, …), the account
+    is person@example.com, ``expires_in`` defaults to 3600 and no ``refresh_token_expires_in``
+    is sent (so the configured refresh lifetime applies); ``codes[code] = (challenge, state)``
+    plants a code that is not bound to a client or redirect.
+    """
+
+    def __init__(self, *, rotate: bool = True, expires_in: int = 3600) -> None:
+        self.state = OAuthState(access_ttl=expires_in, rotate=rotate, report_refresh_ttl=False,
+                                default_email="person@example.com", token_style="serial")  # fmt: skip
+        self.bodies: list[dict] = []
+        self.fail_with: httpx.Response | None = None
+        self.codes = CodeView(self.state)
+        self.live_refresh = LiveRefreshView(self.state)
+
+    @property
+    def rotate(self) -> bool:
+        return self.state.rotate
+
+    @rotate.setter
+    def rotate(self, value: bool) -> None:
+        self.state.rotate = value
+
+    @property
+    def expires_in(self) -> float:
+        return self.state.access_ttl
+
+    @expires_in.setter
+    def expires_in(self, value: float) -> None:
+        self.state.access_ttl = value
 
     def authorize(self, authorize_url: str) -> str:
         """What a person's browser does: returns the ``code#state`` the callback page shows."""
         query = {k: v[0] for k, v in parse_qs(urlparse(authorize_url).query).items()}
-        assert query["code_challenge_method"] == "S256"
-        code = secrets.token_urlsafe(16)
-        self.codes[code] = (query["code_challenge"], query["state"])
-        return f"{code}#{query['state']}"
+        code, state = self.state.authorize(query)
+        return f"{code}#{state}"
 
     def issue(self) -> dict:
-        n = next(self._serial)
-        refresh = f"sk-ant-ort01-refresh{n}"
-        self.live_refresh.add(refresh)
-        return {
-            "access_token": f"sk-ant-oat01-access{n}",
-            "refresh_token": refresh,
-            "token_type": "Bearer",
-            "expires_in": self.expires_in,
-            "scope": "user:inference user:profile",
-            "account": {"uuid": "acc-1", "email_address": "person@example.com"},
-            "organization": {"uuid": "org-1", "name": "Example Org"},
-        }
+        """The token response of a fresh login, without the browser dance."""
+        return self.state.issue(scope="user:inference user:profile")
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        self.bodies.append(body)
+        body = parse_body(request.headers.get("content-type", ""), request.content)
+        self.bodies.append(body if body is not None else {})
         if self.fail_with is not None:
             return self.fail_with
-        if body.get("grant_type") == "authorization_code":
-            bound = self.codes.pop(body.get("code"), None)
-            digest = hashlib.sha256(body.get("code_verifier", "").encode()).digest()
-            challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-            if bound is None or bound != (challenge, body.get("state")):
-                return httpx.Response(400, json={"error": "invalid_grant", "error_description": "bad code"})
-            return httpx.Response(200, json=self.issue())
-        if body.get("grant_type") == "refresh_token":
-            token = body.get("refresh_token")
-            if token not in self.live_refresh:
-                return httpx.Response(400, json={"error": "invalid_grant", "error_description": "refresh token revoked"})
-            data = self.issue()
-            if self.rotate:
-                self.live_refresh.discard(token)
-            else:
-                self.live_refresh.discard(data.pop("refresh_token"))
-            return httpx.Response(200, json=data)
-        return httpx.Response(400, json={"error": "unsupported_grant_type"})
+        reply = self.state.handle(request.headers, request.headers.get("content-type", ""), request.content)
+        if reply.is_json:
+            return httpx.Response(reply.status, json=reply.body, headers=dict(reply.headers))
+        return httpx.Response(reply.status, text=reply.body, headers=dict(reply.headers))
 
     @property
     def refreshes(self) -> int:
