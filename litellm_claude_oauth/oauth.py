@@ -124,7 +124,18 @@ class OAuthClient:
             "client_id": self.settings.client_id,
         }
         now = time.time()
-        data = await self._post_token(body, "refresh", secrets=(tokens.refresh,))
+        try:
+            data = await self._post_token(body, "refresh", secrets=(tokens.refresh,))
+        except InvalidGrantError as exc:
+            if tokens.refresh_expired(now):
+                # Say why: the absolute lifetime ran out; refreshing never extends it.
+                ended = time.strftime("%Y-%m-%d", time.gmtime(tokens.refresh_expires_at))
+                raise InvalidGrantError(
+                    f"{exc} (the refresh token's lifetime ended on {ended}; a new browser login is needed)",
+                    status_code=exc.status_code,
+                    error=exc.error,
+                ) from None
+            raise
         return TokenSet.from_token_response(
             data, previous=tokens, now=now, default_refresh_lifetime=self.settings.refresh_token_default_seconds
         )

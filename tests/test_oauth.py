@@ -355,3 +355,17 @@ def test_error_attributes_callers_rely_on() -> None:
     )
     assert refusal.status == 400 and refusal.kind == "extra_usage" and "\n" not in str(refusal)
     assert isinstance(refusal, errors.ClaudeOAuthError)
+
+
+async def test_invalid_grant_after_the_refresh_token_ended_says_so(token_endpoint: FakeTokenEndpoint) -> None:
+    ended = TokenSet.from_token_response(
+        {"access_token": "a", "refresh_token": "sk-ant-ort01-dead", "refresh_token_expires_in": 60},
+        now=time.time() - 31 * DAY,
+    )
+    with pytest.raises(InvalidGrantError, match="lifetime ended on .*new browser login") as info:
+        await OAuthClient(settings()).refresh(ended)
+    assert info.value.status_code == 400 and info.value.error == "invalid_grant"
+    alive = TokenSet.from_token_response({"access_token": "a", "refresh_token": "sk-ant-ort01-revoked"})
+    with pytest.raises(InvalidGrantError) as revoked:
+        await OAuthClient(settings()).refresh(alive)
+    assert "lifetime" not in str(revoked.value)
