@@ -7,9 +7,11 @@ skip; without the latter a missing server fails the run on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -622,3 +624,96 @@ async def test_close_then_reuse(make_store: StoreFactory) -> None:
     await store.save(record())
     await store.close()
     assert await store.load("default") is not None  # reopens lazily, like the file store never closed
+
+
+# -- outages, encodings, noise -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung server): the kernel
+    completes the handshakes into the listen backlog, and nobody ever reads."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("server", ["silent", "closed"])
+async def test_concurrent_callers_during_an_outage_share_one_attempt(make_store: StoreFactory, server: str) -> None:
+    # Each caller used to wait its turn for a full connect_timeout (and a probe): N callers, N x the wait.
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(silent_server()) if server == "silent" else free_port()
+        store = make_store(dsn=f"postgresql://u:pw@127.0.0.1:{port}/tokens", connect_timeout=1, outage_backoff=5)
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.load(f"acct-{i}") for i in range(4)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, TokenStoreError) for r in results), results
+        messages = {str(r) for r in results}
+        assert len(messages) == 1 and next(iter(messages)).startswith(f"cannot reach PostgreSQL at 127.0.0.1:{port}/tokens: ")
+        assert elapsed < 1.9, f"4 callers took {elapsed:.1f}s with connect_timeout=1"
+
+        # Within the back-off window the next call does not even try.
+        started = time.monotonic()
+        with pytest.raises(TokenStoreError) as info:
+            async with store.lock("default"):
+                pass
+        assert str(info.value) in messages and time.monotonic() - started < 0.2
+
+
+async def test_missing_database_is_one_clear_line(
+    make_store: StoreFactory, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"lco_missing_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(pg_dsn)
+    store = make_store(dsn=urlunsplit(parts._replace(path=f"/{name}")), connect_timeout=2)
+    with caplog.at_level(logging.DEBUG, logger="psycopg"), pytest.raises(TokenStoreError) as info:
+        await store.accounts()
+    assert str(info.value) == f'cannot reach PostgreSQL at {parts.hostname}:{parts.port or 5432}/{name}: database "{name}" does not exist'
+    # psycopg_pool's own retry warnings used to come first, several times.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_pool_reconnect_warnings_stay_out_of_the_log(
+    make_store: StoreFactory, pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = conninfo_to_dict(pg_dsn)
+    proxy = TcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432), free_port())
+    await proxy.start()
+    store = make_store(dsn=with_query(at_port(pg_dsn, proxy.port), schema=schema), connect_timeout=1)
+    try:
+        await store.accounts()
+        with caplog.at_level(logging.INFO, logger="psycopg.pool"):
+            await proxy.stop()
+            with pytest.raises(TokenStoreError, match="cannot reach PostgreSQL"):
+                await store.load("default")
+            await asyncio.sleep(0.5)  # the old pool's background reconnects, if any were left
+        pool_warnings = [r.getMessage() for r in caplog.records if r.name == "psycopg.pool" and r.levelno >= logging.WARNING]
+        assert not [m for m in pool_warnings if "litellm-claude-oauth" in m]
+    finally:
+        await store.close()
+        await proxy.stop()
+
+
+async def test_sql_ascii_database_gives_back_text(pg_dsn: str) -> None:
+    # `status` crashed on such a database: text columns came back as bytes.
+    name = f"lco_sqlascii_{uuid.uuid4().hex[:8]}"
+    admin = urlunsplit(urlsplit(pg_dsn)._replace(path="/postgres"))
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").format(
+                sql.Identifier(name)
+            )
+        )
+    store = PostgresTokenStore(urlunsplit(urlsplit(pg_dsn)._replace(path=f"/{name}")), Cipher(KEY_A))
+    try:
+        await store.save(record("ada"))
+        await store.put_pending(pending("state-1", "ada"))
+        assert await store.accounts() == ["ada"]
+        loaded = await store.load("ada")
+        assert loaded is not None and loaded.account == "ada" and loaded.tokens.account_email == "ada@example.com"
+        assert [p.state for p in await store.pending_for("ada")] == ["state-1"]
+    finally:
+        await store.close()
+        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
