@@ -573,6 +573,10 @@ def _print_models(report: ModelsReport) -> None:
     for c in report.config:
         checks.add_row(c.model_name, c.upstream_id, "✅" if c.served else "❌", "" if c.served else c.suggestion or "")
     out.print(checks)
+    others = sorted({c.account for c in report.config if c.account not in (None, "pool", report.account)})
+    if others:
+        _say(f"ℹ️  Deployments of other accounts ({', '.join(others)}) were checked against '{report.account}''s list;")
+        _say("   run again with --account NAME to check them against their own.")
     missing = report.unserved
     if missing:
         ids = ", ".join(sorted({c.upstream_id for c in missing}))
