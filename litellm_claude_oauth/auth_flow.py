@@ -22,6 +22,7 @@ and it is only ever sent to a trusted origin (audit H3).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Collection
@@ -79,6 +80,28 @@ def _use(request: httpx.Request, access_token: str) -> None:
     request.headers.pop("x-api-key", None)
 
 
+def explain(response: httpx.Response, message: str) -> None:
+    """Put our one-line explanation in an (already read) upstream error, keeping its status and shape.
+
+    The client sees LiteLLM's rendering of the upstream body; without this it would read a
+    bare "Error" for the identity gate, or "Invalid bearer token" for an account that
+    needs a new login.
+    """
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body["error"]["message"] = message
+    else:
+        body = {"type": "error", "error": {"type": "api_error", "message": message}}
+    content = json.dumps(body).encode()
+    # httpx has no public way to replace a read body; _content is what .content/.text/.json() return.
+    response._content = content
+    response.headers["content-length"] = str(len(content))
+    response.headers.pop("content-encoding", None)
+
+
 def _carries_foreign_credential(request: httpx.Request) -> bool:
     """The client's own login or API key, forwarded by LiteLLM (its /v1/messages does that itself)."""
     bearer = _bearer(request)
@@ -133,17 +156,22 @@ class ClaudeOAuthFlow(httpx.Auth):
         rested: set[str] = set()
         while True:
             response = yield request
+            if response.status_code >= 400:
+                await response.aread()
+                refusal = classify(response.status_code, response.headers, response.content)
+                if refusal is not None:
+                    if refusal.ban_like:
+                        self.manager.health.mark_unusable(account, refusal.message)
+                    explain(response, refusal.message)
+                    return
             if response.status_code == 401:
                 if refreshes >= _MAX_REFRESHES:
-                    return
-                await response.aread()
-                refusal = classify(401, response.headers, response.content)
-                if refusal is not None and not refusal.refresh_helps:
                     return
                 try:
                     tokens = await self.manager.force_refresh(account, stale_access=_bearer(request) or None)
                 except ClaudeOAuthError as exc:
                     log.warning("Claude OAuth: refresh after 401 failed: %s", exc)
+                    explain(response, str(exc))
                     return
                 refreshes += 1
                 log.info("Claude OAuth: upstream 401, retrying with a refreshed token (%d/%d)", refreshes,
@@ -152,7 +180,6 @@ class ClaudeOAuthFlow(httpx.Auth):
                 continue
             if response.status_code != 429:
                 return
-            await response.aread()
             cooldown = cooldown_for_429(response.headers, response.text, self._clock())
             if cooldown is None:
                 return  # not about this account's quota: resting it or another would not help

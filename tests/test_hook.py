@@ -85,6 +85,17 @@ async def test_a_second_refresh_fixes_a_token_another_worker_stored_but_the_serv
     assert [bearer(r) for r in seen] == ["sk-ant-oat01-access1", "sk-ant-oat01-access2", good]
 
 
+async def test_a_401_for_a_dead_grant_tells_the_client_to_log_in_again(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    token_endpoint.live_refresh.clear()  # revoked upstream
+    transport, _ = upstream(lambda r, n: httpx.Response(401, json=EXPIRED))
+    response = await send(flow_for(manager), transport)
+    assert response.status_code == 401
+    assert "litellm claude login" in response.json()["error"]["message"]
+
+
 async def test_a_401_refresh_cannot_fix_is_not_retried(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
     await logged_in(manager, token_endpoint)
     body = {"type": "error", "error": {"type": "authentication_error",
@@ -108,7 +119,9 @@ async def test_a_headerless_429_is_not_quota(manager: TokenManager, token_endpoi
     await logged_in(manager, token_endpoint)
     gate = {"type": "error", "error": {"type": "rate_limit_error", "message": "Error"}}
     transport, seen = upstream(lambda r, n: httpx.Response(429, json=gate))
-    assert (await send(flow_for(manager), transport)).status_code == 429
+    response = await send(flow_for(manager), transport)
+    assert response.status_code == 429
+    assert "identity system block" in response.json()["error"]["message"]  # one clear line, not "Error"
     assert len(seen) == 1
     assert manager.health.cooldown("default") is None
     assert (await manager.load()).cooldown_until is None
