@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from .login import LoginStart
     from .manager import AccountStatus, TokenManager
     from .models import ModelsReport
+    from .store import AccountRecord
     from .settings import Settings
     from .tokens import TokenSet
 
@@ -138,10 +140,26 @@ def claude() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print {authorization_url, state, account} as JSON.")
 def login(account: str | None, no_browser: bool, code_prompt: bool | None, as_json: bool) -> None:
     """Start a login: prints the authorization URL, then takes the code."""
-    start = _run(lambda m: m.start_login(account))
-    if as_json:
-        click.echo(json.dumps(start.model_dump(mode="json")))
-        return
+    import asyncio
+
+    async def work(m: TokenManager) -> AccountRecord | None:
+        start = await m.start_login(account)
+        if as_json:
+            click.echo(json.dumps(start.model_dump(mode="json")))
+            return None
+        pasted = await asyncio.to_thread(_show_login, start, m.settings, no_browser, code_prompt)
+        if not pasted:
+            return None
+        # One manager and one event loop for the whole login: start, prompt, exchange.
+        return await m.complete_login(pasted, account=start.account)
+
+    record = _run(work)
+    if record is not None:
+        _logged_in(record)
+
+
+def _show_login(start: LoginStart, settings: Settings, no_browser: bool, code_prompt: bool | None) -> str | None:
+    """Print the URL and the instructions; the pasted code, if the user pastes one here."""
     _say("🔐 Starting Claude OAuth authentication...")
     _say(RULE)
     if start.account != "default":
@@ -150,7 +168,6 @@ def login(account: str | None, no_browser: bool, code_prompt: bool | None, as_js
     _say(start.authorization_url)
     if not no_browser and _open_browser(start.authorization_url):
         _say("\n🌐 Opening browser...")
-    settings = _settings()
     _say(f"\n{RULE}")
     _say("📝 After authorization, you'll be redirected to:")
     _say(f"   {settings.redirect_uri}")
@@ -163,13 +180,13 @@ def login(account: str | None, no_browser: bool, code_prompt: bool | None, as_js
         _say("\n💡 Then run:")
         _say(f"   litellm claude callback <CODE>{account_flag}")
         _say(RULE)
-        return
+        return None
     _say(RULE)
     pasted = click.prompt("📥 Paste the code here (Enter to finish later)", default="", show_default=False)
     if not pasted.strip():
         _say(f"💡 Finish later with: litellm claude callback <CODE>{account_flag}")
-        return
-    _complete(pasted, state=None, account=start.account)
+        return None
+    return pasted
 
 
 def _open_browser(url: str) -> bool:
@@ -184,8 +201,7 @@ def _open_browser(url: str) -> bool:
         return False
 
 
-def _complete(code: str, *, state: str | None, account: str | None) -> None:
-    record = _run(lambda m: m.complete_login(code, state=state, account=account))
+def _logged_in(record: AccountRecord) -> None:
     who = record.tokens.account_email or record.account
     _say(f"✅ Logged in to Claude as {who} (account '{record.account}')")
     _say(f"   • Expires in: {_human_duration(record.tokens.expires_in())}")
@@ -200,7 +216,7 @@ def _complete(code: str, *, state: str | None, account: str | None) -> None:
 @_account_option
 def callback(code: str, state: str | None, account: str | None) -> None:
     """Finish a login with the CODE from the redirect page (CODE#STATE, bare code, or the URL)."""
-    _complete(code, state=state, account=account)
+    _logged_in(_run(lambda m: m.complete_login(code, state=state, account=account)))
 
 
 @claude.command()
@@ -420,10 +436,17 @@ def import_(source: str | None, setup_token: str | None, linked: bool, account: 
         raise click.UsageError("--linked needs Claude Code's credentials file as SOURCE (not stdin or an export)")
     linked_path = str(imported.claude_code_file) if linked and imported.claude_code_file else None
 
+    from .errors import NotLoggedInError
+
     async def work(m: TokenManager) -> str:
         name = m.account_id(account)
-        if not force and await m.store.load(name) is not None:
-            raise CLIError(f"account '{name}' already has tokens; add --force to replace them")
+        if not force:
+            try:
+                await m.load(name)
+            except NotLoggedInError:
+                pass
+            else:
+                raise CLIError(f"account '{name}' already has tokens; add --force to replace them")
         await m.import_tokens(imported.tokens, name, linked_path=linked_path)
         return name
 
