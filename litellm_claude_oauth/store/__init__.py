@@ -10,8 +10,7 @@ __all__ = ["AccountRecord", "TokenStore", "build_store", "cipher_for"]
 
 
 def cipher_for(settings: Settings) -> Cipher:
-    current, old = settings.key_bytes()
-    return Cipher(current, old)
+    return Cipher.for_settings(settings)
 
 
 def build_store(settings: Settings) -> TokenStore:
