@@ -3,8 +3,11 @@
 #   - docker compose config: docker-compose.test-oauth.yml parses and resolves
 #     (with and without an env file, with the debug profile) and keeps its
 #     contract (project name, volume name, no DATABASE_URL for litellm, ...)
-#   - hadolint docker/Dockerfile
-#   - shellcheck test_oauth_docker.sh .ci/*.sh
+#     and publishes ports on 127.0.0.1 only (also with the debug profile and
+#     the CI override); .env.oauth.example is never read as an env_file
+#   - docker/requirements.lock is current for pyproject.toml (scripts/lock --check)
+#   - hadolint docker/Dockerfile and the CI stand-in Dockerfiles
+#   - shellcheck test_oauth_docker.sh, .ci/, scripts/, docker/entrypoint.sh
 #   - test_oauth_docker.sh answers --help (exit 0) and a bad option (exit 2)
 #
 # Usage: [VENV=.venv] bash .ci/static_checks.sh
@@ -102,7 +105,7 @@ compose() {
 # compose_contract [--profile debug]: the resolved file keeps what the guide relies on.
 compose_contract() (
     # A subshell: variables a developer may have exported would change the defaults checked here.
-    unset CLAUDE_TOKEN_STORE POSTGRES_PASSWORD REDIS_PASSWORD LITELLM_PORT COMPOSE_PROJECT_NAME COMPOSE_PROFILES
+    unset CLAUDE_TOKEN_STORE POSTGRES_PASSWORD REDIS_PASSWORD LITELLM_PORT LITELLM_BIND COMPOSE_PROJECT_NAME COMPOSE_PROFILES
     compose -f "$COMPOSE_FILE" --env-file "$WORK/env" "$@" config --format json >"$WORK/config.json"
     "$VENV/bin/python" - "$WORK/config.json" "$@" <<'EOF'
 import json, sys
@@ -123,7 +126,6 @@ env = lite.get("environment", {})
 want("DATABASE_URL" not in env, "litellm must not get DATABASE_URL (LiteLLM's Prisma mode)")
 want(env.get("CLAUDE_TOKEN_STORE") == "postgres", "CLAUDE_TOKEN_STORE must default to postgres")
 want(env.get("CLAUDE_OAUTH_DATABASE_URL", "").endswith("@db:5432/litellm"), "CLAUDE_OAUTH_DATABASE_URL must point at db")
-want(bool(env.get("LITELLM_MASTER_KEY")), "LITELLM_MASTER_KEY from the env files")
 want(lite.get("image") == "litellm-claude-oauth:local", "litellm image name")
 want(lite.get("build", {}).get("dockerfile") == "docker/Dockerfile", "litellm builds docker/Dockerfile")
 want(any(v.get("target") == "/app/.litellm" and v.get("source") == "litellm_oauth_tokens"
@@ -131,6 +133,9 @@ want(any(v.get("target") == "/app/.litellm" and v.get("source") == "litellm_oaut
 want(any(v.get("target") == "/app/config.yaml" and v.get("read_only")
          for v in lite.get("volumes", [])), "config.oauth.yaml mounted read-only at /app/config.yaml")
 want(any(str(p.get("published")) == "4000" and p.get("target") == 4000 for p in lite.get("ports", [])), "port 4000")
+for name, svc in services.items():
+    for p in svc.get("ports", []):
+        want(p.get("host_ip") == "127.0.0.1", f"{name}: port {p.get('published')} must bind 127.0.0.1 by default")
 for dep in ("db", "redis"):
     want(lite.get("depends_on", {}).get(dep, {}).get("condition") == "service_healthy", f"litellm waits for {dep}")
 db_env = services.get("db", {}).get("environment", {})
@@ -146,6 +151,41 @@ for e in errors:
 sys.exit(1 if errors else 0)
 EOF
 )
+
+# Every published port of a set of compose files binds 127.0.0.1.
+loopback_only() (
+    unset LITELLM_BIND
+    compose "$@" config --format json >"$WORK/ports.json"
+    "$VENV/bin/python" - "$WORK/ports.json" <<'EOF'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+bad = [f"{n}:{p.get('published')} on {p.get('host_ip') or 'every interface'}"
+       for n, s in cfg.get("services", {}).items() for p in s.get("ports", []) if p.get("host_ip") != "127.0.0.1"]
+for b in bad:
+    print("   - published beyond loopback: " + b)
+sys.exit(1 if bad else 0)
+EOF
+)
+
+# With only .env.oauth.example beside the compose file, the proxy gets no master
+# key and no example value (audit M9: the example is a template, never an env_file).
+example_not_loaded() {
+    local dir=$WORK/example-only
+    mkdir -p "$dir"
+    cp "$COMPOSE_FILE" config.oauth.yaml .env.oauth.example "$dir/"
+    (
+        unset LITELLM_MASTER_KEY CLAUDE_TOKEN_ENCRYPTION_KEY
+        cd "$dir" && compose -f "$COMPOSE_FILE" config --format json >"$WORK/example.json"
+    ) || return 1
+    "$VENV/bin/python" - "$WORK/example.json" <<'EOF'
+import json, sys
+env = json.load(open(sys.argv[1]))["services"]["litellm"].get("environment", {})
+leaked = sorted(k for k in ("LITELLM_MASTER_KEY", "CLAUDE_TOKEN_ENCRYPTION_KEY") if k in env)
+if leaked:
+    print("   - read from .env.oauth.example: " + ", ".join(leaked))
+sys.exit(1 if leaked else 0)
+EOF
+}
 
 test_script_cli() {
     ./test_oauth_docker.sh --help >/dev/null || return 1
@@ -164,8 +204,14 @@ main() {
         compose -f "$COMPOSE_FILE" --env-file "$WORK/env" --profile debug config -q
     check "compose contract (names, volumes, env, ports)" compose_contract
     check "compose contract with --profile debug" compose_contract --profile debug
-    check "hadolint docker/Dockerfile" "$HADOLINT" docker/Dockerfile
-    local scripts=(test_oauth_docker.sh .ci/*.sh scripts/*)
+    check "published ports bind 127.0.0.1 (with --profile debug)" \
+        loopback_only -f "$COMPOSE_FILE" --env-file "$WORK/env" --profile debug
+    check "published ports bind 127.0.0.1 (with the CI override)" \
+        loopback_only -f "$COMPOSE_FILE" -f .ci/docker-compose.ci.yml --env-file "$WORK/env"
+    check ".env.oauth.example is not an env_file of the stack" example_not_loaded
+    check "docker/requirements.lock matches pyproject.toml" scripts/lock --check
+    check "hadolint docker/Dockerfile .ci/standins/*.Dockerfile" "$HADOLINT" docker/Dockerfile .ci/standins/*.Dockerfile
+    local scripts=(test_oauth_docker.sh .ci/*.sh .ci/standins/*.sh scripts/* docker/entrypoint.sh)
     check "shellcheck ${scripts[*]}" shellcheck -x "${scripts[@]}"
     check "test_oauth_docker.sh --help / bad option exit codes" test_script_cli
     echo
