@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from .backends import TEST_DSN, ensure_database
-from .fake_anthropic.oauth_state import CodeView, LiveRefreshView, OAuthState, parse_body
+from .fake_anthropic.oauth_state import CodeView, LiveRefreshView, OAuthState, delegated, parse_body
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
@@ -61,21 +61,8 @@ class FakeTokenEndpoint:
         self.codes = CodeView(self.state)
         self.live_refresh = LiveRefreshView(self.state)
 
-    @property
-    def rotate(self) -> bool:
-        return self.state.rotate
-
-    @rotate.setter
-    def rotate(self, value: bool) -> None:
-        self.state.rotate = value
-
-    @property
-    def expires_in(self) -> float:
-        return self.state.access_ttl
-
-    @expires_in.setter
-    def expires_in(self, value: float) -> None:
-        self.state.access_ttl = value
+    rotate = delegated("state", "rotate")
+    expires_in = delegated("state", "access_ttl")
 
     def authorize(self, authorize_url: str) -> str:
         """What a person's browser does: returns the ``code#state`` the callback page shows."""

@@ -70,6 +70,18 @@ def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
 
 
+def delegated(holder: str, name: str, *, writable: bool = True) -> property:
+    """A property reading (and writing) ``self.<holder>.<name>``: a knob that lives in the OAuth state."""
+
+    def get(self: object) -> Any:
+        return getattr(getattr(self, holder), name)
+
+    def put(self: object, value: Any) -> None:
+        setattr(getattr(self, holder), name, value)
+
+    return property(get, put if writable else None, doc=f"``{holder}.{name}``")
+
+
 def redirect_registered(uri: str) -> bool:
     return uri in REGISTERED_REDIRECTS or LOOPBACK_REDIRECT.fullmatch(uri) is not None
 

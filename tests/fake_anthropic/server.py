@@ -1,21 +1,26 @@
-"""A fake Anthropic (OAuth + Messages API) on 127.0.0.1 for end-to-end tests.
+"""A fake Anthropic (OAuth + Messages API) on 127.0.0.1, strict like the live service of late 2026.
 
-The aiohttp app runs on its own event loop in a background thread, so sync tests,
-async tests and other processes can all talk to it over real HTTP. Handlers run on
-that loop; everything the test thread may also touch is guarded by ``self._lock``.
+By default it behaves as research/protocol-2026.md §2 describes the real one: the identity
+gate (headerless ``429 "Error"`` for non-Haiku models), 8-hour access tokens, single-use
+refresh tokens with an absolute lifetime, unified rate-limit headers on every Messages
+response, only current model ids, the token endpoint's User-Agent edge. Each rule can be
+relaxed for a test that needs the old behaviour (constructor arguments, attributes, or
+``POST /_fake/control``).
+
+The aiohttp app runs on its own event loop in a background thread, so sync tests, async
+tests and other processes can all talk to it over real HTTP. The OAuth state machine is
+:class:`.oauth_state.OAuthState` (shared with the respx fixture in tests/conftest.py);
+everything else the test thread may also touch is guarded by ``self._lock``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import math
 import secrets
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,13 +29,31 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-CLAUDE_CODE_SYSTEM = "You are Claude Code, Anthropic's official CLI for Claude."
+from . import catalog, limits, replies
+from .oauth_state import ACCESS_TTL_SECONDS, REFRESH_TTL_SECONDS, AuthorizeError, OAuthState, Reply, api_error, delegated, s256
+
+CLAUDE_CODE_SYSTEM = replies.CLAUDE_CODE_SYSTEM
 OAUTH_BETA = "oauth-2025-04-20"
-CODE_TTL_SECONDS = 600
 EXPIRED_MESSAGE = "OAuth token has expired. Please obtain a new token or refresh your existing token."
-_AUTHORIZE_PARAMS = ("client_id", "response_type", "redirect_uri", "scope", "code_challenge", "code_challenge_method", "state")
+SCOPE_MESSAGE = ("OAuth token does not meet scope requirement any_of(user:inference, user:ccr_inference, "
+                 "user:voice, org:service_key_inference)")  # fmt: skip
+INFERENCE_SCOPES = frozenset({"user:inference", "user:ccr_inference", "user:voice", "org:service_key_inference"})
+# The refusals a test can switch on: status, error type, message (protocol-2026 §2.2, §2.3).
+REFUSALS: dict[str, tuple[int, str, str]] = {
+    "extra_usage": (400, "invalid_request_error",
+                    "You're out of extra usage. Add more at claude.ai/settings/usage and keep going."),
+    "third_party": (400, "invalid_request_error", "Third-party apps now draw from your extra usage, not your plan "
+                    "limits. Add more at claude.ai/settings/usage and keep going."),
+    "claude_code_only": (400, "invalid_request_error", "This credential is only authorized for use with Claude Code "
+                         "and cannot be used for other API requests."),
+    "scope": (403, "permission_error", SCOPE_MESSAGE),
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+    "org_disabled": (400, "invalid_request_error", "This organization has been disabled."),
+    "throttled": (429, "rate_limit_error", "Rate limited"),
+}  # fmt: skip
 _CONTROL_KNOBS = {"access_ttl": float, "token_delay": float, "rotate_refresh_tokens": bool,
-                  "require_claude_code_system": bool, "next_email": str}  # fmt: skip
+                  "require_claude_code_system": bool, "next_email": str, "enforce_models": bool,
+                  "check_token_user_agent": bool, "report_refresh_ttl": bool}  # fmt: skip
 
 
 @dataclass
@@ -43,97 +66,72 @@ class RecordedRequest:
     status: int | None = None  # filled in once the handler has answered
 
 
-@dataclass
-class _AuthCode:
-    challenge: str
-    state: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    email: str
-    created_at: float
-    used: bool = False
-
-
-@dataclass
-class _Grant:  # one successful login; its refresh tokens rotate within it
-    email: str
-    client_id: str
-    scope: str
-
-
-@dataclass
-class _AccessToken:
-    email: str
-    expires_at: float
-
-
 # RequestKey only exists in newer aiohttp; older ones take plain string keys.
 _RECORD: Any = web.RequestKey("record", RecordedRequest) if hasattr(web, "RequestKey") else "record"
 
 
-def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
+def _response(reply: Reply, extra: Mapping[str, str] | None = None) -> web.Response:
+    headers = {**dict(extra or {}), **dict(reply.headers)}
+    if reply.is_json:
+        return web.json_response(reply.body, status=reply.status, headers=headers)
+    return web.Response(status=reply.status, text=reply.body, headers=headers)
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status)
-
-
-def _api_error(status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"type": "error", "error": {"type": kind, "message": message}}
-    return web.json_response(body, status=status, headers=dict(headers or {}))
-
-
-def _last_user_text(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "\n".join(b["text"] for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
-    return ""
-
-
-def _first_system_text(system: Any) -> str | None:
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list) and system and isinstance(system[0], dict) and system[0].get("type") == "text":
-        return system[0].get("text")
-    return None
+def _error(status: int, kind: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return _response(api_error(status, kind, message), headers)
 
 
 class FakeAnthropic:
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", access_ttl: float = 3600) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        access_ttl: float = ACCESS_TTL_SECONDS,
+        *,
+        refresh_ttl: float | None = REFRESH_TTL_SECONDS,
+        require_claude_code_system: bool = True,
+        enforce_models: bool = True,
+        check_token_user_agent: bool = True,
+    ) -> None:
         self.host = host
         self.port = port
+        self.oauth = OAuthState(access_ttl=access_ttl, refresh_ttl=refresh_ttl)
+        self.oauth.check_user_agent = check_token_user_agent
         # Knobs: plain attributes, read on the server loop at request time.
-        self.access_ttl = access_ttl
         self.token_delay = 0.0
-        self.rotate_refresh_tokens = True
-        self.require_claude_code_system = False
-        self.next_email = "user@example.com"  # sticky: used by every authorize until changed
-        # Counters count attempts (rejected ones included), so single-flight tests see duplicates.
-        self.refresh_count = 0
-        self.exchange_count = 0
+        self.require_claude_code_system = require_claude_code_system  # the identity gate
+        self.enforce_models = enforce_models  # False: any model id is served (the old fake)
         self.messages_count = 0
         self.requests: list[RecordedRequest] = []
 
         self._lock = threading.Lock()
-        self._codes: dict[str, _AuthCode] = {}
-        self._grants: dict[str, _Grant] = {}
-        self._refresh_tokens: dict[str, str] = {}  # live refresh token -> grant id
-        self._access: dict[str, _AccessToken] = {}
-        self._accounts: dict[str, tuple[str, str]] = {}  # email -> (account uuid, org uuid)
-        self._rate_limits: dict[str, float] = {}  # email -> reset epoch
+        self._usage: dict[str, limits.AccountUsage] = {}  # email -> windows
+        self._hidden: dict[str, set[str]] = {}  # email -> model ids it cannot see
+        self._refusals: dict[str | None, str] = {}  # email (None: every account) -> refusal kind
         self._token_failures: deque[tuple[int, float | None]] = deque()
         self._forced_401 = 0
+        self._cache = replies.Cache()
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+
+    # -- knobs that live in the OAuth state -----------------------------------------------
+
+    access_ttl = delegated("oauth", "access_ttl")
+    rotate_refresh_tokens = delegated("oauth", "rotate")
+    next_email = delegated("oauth", "next_email")
+    check_token_user_agent = delegated("oauth", "check_user_agent")
+    report_refresh_ttl = delegated("oauth", "report_refresh_ttl")
+    refresh_count = delegated("oauth", "refresh_count", writable=False)
+    exchange_count = delegated("oauth", "exchange_count", writable=False)
+
+    @property
+    def _refresh_tokens(self) -> dict[str, str]:
+        """Live refresh token -> grant id (bench/kill_loop.py peeks; prefer refresh_token_alive())."""
+        return self.oauth.refresh_tokens
+
+    # -- lifecycle ----------------------------------------------------------------------
 
     @property
     def url(self) -> str:
@@ -180,7 +178,10 @@ class FakeAnthropic:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/oauth/authorize", self._h_authorize)
         app.router.add_post("/v1/oauth/token", self._h_token)
-        app.router.add_post("/v1/messages", self._h_messages)
+        app.router.add_post("/v1/messages", self._h_messages)  # "?beta=true" too: the query is ignored
+        app.router.add_post("/v1/messages/count_tokens", self._h_count_tokens)
+        app.router.add_get("/v1/models", self._h_models)
+        app.router.add_get("/v1/models/{model_id}", self._h_model)
         app.router.add_get("/_fake/state", self._h_state)
         app.router.add_post("/_fake/control", self._h_control)
         app.router.add_post("/_fake/authorize", self._h_fake_authorize)
@@ -189,42 +190,96 @@ class FakeAnthropic:
         await web.TCPSite(self._runner, self.host, self.port).start()
         self.port = self._runner.addresses[0][1]
 
+    # -- what tests call --------------------------------------------------------------------
+
     def authorize(self, authorize_url: str, email: str | None = None) -> tuple[str, str]:
-        """The human clicking "Authorize": only the query of ``authorize_url`` matters."""
-        return self._issue_code(dict(parse_qsl(urlsplit(authorize_url).query, keep_blank_values=True)), email)
+        """The human clicking "Authorize": only the query of ``authorize_url`` matters. ValueError if refused."""
+        return self.oauth.authorize(dict(parse_qsl(urlsplit(authorize_url).query, keep_blank_values=True)), email)
 
     def issue_tokens(self, email: str | None = None, scope: str = "user:profile user:inference") -> dict[str, Any]:
         """Token-endpoint response for a new login, skipping the HTTP dance."""
-        with self._lock:
-            return self._new_grant_tokens(email or self.next_email, "fake-client", scope)
+        return self.oauth.issue(email, scope)
+
+    def refresh_token_alive(self, token: str | None) -> bool:
+        """Would the token endpoint accept this refresh token? Asked without spending it."""
+        return self.oauth.refresh_token_alive(token)
+
+    def end_refresh_lifetime(self, email: str | None = None) -> None:
+        """Every refresh token (of ``email``) reaches its absolute end now: the monthly re-login."""
+        self.oauth.end_refresh_lifetime(email)
 
     def fail_next_token_requests(self, n: int, status: int = 500, retry_after: float | None = None) -> None:
         with self._lock:
             self._token_failures.extend([(status, retry_after)] * n)
 
     def expire_access_token(self, token: str) -> None:
-        with self._lock:
-            if token in self._access:
-                self._access[token].expires_at = 0
+        self.oauth.expire_access_token(token)
 
     def expire_all_access_tokens(self) -> None:
-        with self._lock:
-            for token in self._access.values():
-                token.expires_at = 0
+        self.oauth.expire_all_access_tokens()
 
     def force_401_next(self, n: int = 1) -> None:
         with self._lock:
             self._forced_401 += n
 
-    def rate_limit_token(self, token_or_email: str, reset_in_seconds: float) -> None:
-        """Rate-limit the whole account behind an access token (or an email)."""
+    def _email(self, token_or_email: str) -> str:
+        known = self.oauth.access_token(token_or_email)
+        return known.email if known else token_or_email
+
+    def _account(self, email: str) -> limits.AccountUsage:
+        """Caller holds self._lock."""
+        return self._usage.setdefault(email, limits.AccountUsage(anchor=time.time()))
+
+    def rate_limit_token(self, token_or_email: str, reset_in_seconds: float, profile: str = "five_hour") -> None:
+        """Reject the account behind an access token (or an email) for ``reset_in_seconds``.
+
+        ``five_hour``/``seven_day`` refuse every model; ``seven_day_opus``, ``seven_day_sonnet``
+        and ``seven_day_oi`` (Fable) only that family. The 429 carries the full header set.
+        """
+        name = limits.profile_name(profile)
         with self._lock:
-            known = self._access.get(token_or_email)
-            self._rate_limits[known.email if known else token_or_email] = time.time() + reset_in_seconds
+            account = self._account(self._email(token_or_email))
+            account.rejections[name] = limits.Rejection(name, time.time() + reset_in_seconds)
 
     def clear_rate_limits(self) -> None:
         with self._lock:
-            self._rate_limits.clear()
+            for account in self._usage.values():
+                account.rejections.clear()
+
+    def set_usage(self, token_or_email: str, *, five_hour: float | None = None, seven_day: float | None = None,
+                  overage_enabled: bool | None = None, overage_in_use: bool | None = None) -> None:  # fmt: skip
+        """What the account's headers report: window utilization (0..1) and the overage lane."""
+        with self._lock:
+            account = self._account(self._email(token_or_email))
+            for name, value in (("five_hour", five_hour), ("seven_day", seven_day)):
+                if value is not None:
+                    if not 0 <= float(value) <= 1:
+                        raise ValueError(f"{name} utilization must be within 0..1, not {value}")
+                    setattr(account, name, float(value))
+            if overage_enabled is not None:
+                account.overage_enabled = bool(overage_enabled)
+            if overage_in_use is not None:
+                account.overage_in_use = bool(overage_in_use)
+
+    def hide_model(self, token_or_email: str, model_id: str) -> None:
+        """This account no longer sees ``model_id``: absent from /v1/models, 404 on /v1/messages."""
+        with self._lock:
+            self._hidden.setdefault(self._email(token_or_email), set()).add(model_id)
+
+    def show_model(self, token_or_email: str, model_id: str) -> None:
+        with self._lock:
+            self._hidden.get(self._email(token_or_email), set()).discard(model_id)
+
+    def refuse(self, kind: str, token_or_email: str | None = None) -> None:
+        """Answer every Messages request (of one account, or all) with refusal ``kind`` (see REFUSALS)."""
+        if kind not in REFUSALS:
+            raise ValueError(f"unknown refusal {kind!r}; one of {', '.join(REFUSALS)}")
+        with self._lock:
+            self._refusals[None if token_or_email is None else self._email(token_or_email)] = kind
+
+    def clear_refusals(self) -> None:
+        with self._lock:
+            self._refusals.clear()
 
     def messages_requests(self) -> list[RecordedRequest]:
         with self._lock:
@@ -239,89 +294,11 @@ class FakeAnthropic:
             self.requests.clear()
 
     def state(self) -> dict[str, Any]:
-        names = ("refresh_count", "exchange_count", "messages_count", "access_ttl", "token_delay")
+        names = ("refresh_count", "exchange_count", "messages_count", "access_ttl", "token_delay",
+                 "require_claude_code_system", "enforce_models", "check_token_user_agent")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
-    def _issue_code(self, params: Mapping[str, str], email: str | None) -> tuple[str, str]:
-        missing = [k for k in _AUTHORIZE_PARAMS if not params.get(k)]
-        if missing:
-            raise ValueError(f"missing parameter(s): {', '.join(missing)}")
-        if params["response_type"] != "code":
-            raise ValueError("response_type must be 'code'")
-        if params["code_challenge_method"] != "S256":
-            raise ValueError("code_challenge_method must be 'S256'")
-        code = secrets.token_urlsafe(32)
-        with self._lock:
-            self._codes[code] = _AuthCode(params["code_challenge"], params["state"], params["client_id"],
-                                          params["redirect_uri"], params["scope"], email or self.next_email, time.time())  # fmt: skip
-        return code, params["state"]
-
-    def _new_grant_tokens(self, email: str, client_id: str, scope: str) -> dict[str, Any]:
-        grant_id = uuid.uuid4().hex
-        self._grants[grant_id] = _Grant(email=email, client_id=client_id, scope=scope)
-        return self._tokens_for(grant_id, scope, with_refresh=True)
-
-    def _tokens_for(self, grant_id: str, scope: str, with_refresh: bool) -> dict[str, Any]:
-        """Caller holds the lock."""
-        grant = self._grants[grant_id]
-        access = "sk-ant-oat01-" + secrets.token_urlsafe(48)
-        ttl = self.access_ttl
-        self._access[access] = _AccessToken(email=grant.email, expires_at=time.time() + ttl)
-        account_uuid, org_uuid = self._accounts.setdefault(grant.email, (str(uuid.uuid4()), str(uuid.uuid4())))
-        body: dict[str, Any] = {"access_token": access}
-        if with_refresh:
-            refresh = "sk-ant-ort01-" + secrets.token_urlsafe(48)
-            self._refresh_tokens[refresh] = grant_id
-            body["refresh_token"] = refresh
-        body.update(
-            token_type="Bearer",
-            expires_in=int(ttl) if float(ttl).is_integer() else ttl,
-            scope=scope,
-            account={"uuid": account_uuid, "email_address": grant.email},
-            organization={"uuid": org_uuid, "name": "Example Org"},
-        )
-        return body
-
-    def _exchange(self, body: Mapping[str, Any]) -> web.Response:
-        missing = [k for k in ("code", "state", "client_id", "redirect_uri", "code_verifier") if not body.get(k)]
-        if missing:
-            return _oauth_error("invalid_request", f"missing field(s): {', '.join(missing)}")
-        code = self._codes.get(str(body["code"]))
-        if code is None or code.used:
-            return _oauth_error("invalid_grant", "Invalid or already used authorization code")
-        if time.time() - code.created_at > CODE_TTL_SECONDS:
-            return _oauth_error("invalid_grant", "Authorization code has expired")
-        for name in ("state", "client_id", "redirect_uri"):
-            if body[name] != getattr(code, name):
-                return _oauth_error("invalid_grant", f"{name} does not match the authorization request")
-        try:
-            ok = s256(str(body["code_verifier"])) == code.challenge
-        except UnicodeEncodeError:
-            ok = False
-        if not ok:
-            return _oauth_error("invalid_grant", "Invalid code_verifier")
-        code.used = True
-        return web.json_response(self._new_grant_tokens(code.email, code.client_id, code.scope))
-
-    def _refresh(self, body: Mapping[str, Any]) -> web.Response:
-        missing = [k for k in ("refresh_token", "client_id") if not body.get(k)]
-        if missing:
-            return _oauth_error("invalid_request", f"missing field(s): {', '.join(missing)}")
-        old = str(body["refresh_token"])
-        grant_id = self._refresh_tokens.get(old)
-        if grant_id is None:
-            return _oauth_error("invalid_grant", "Refresh token not found or invalid")
-        grant = self._grants[grant_id]
-        if body["client_id"] != grant.client_id:
-            return _oauth_error("invalid_grant", "client_id does not match the refresh token")
-        scope = grant.scope
-        if body.get("scope"):
-            scope = str(body["scope"])
-            if not set(scope.split()) <= set(grant.scope.split()):
-                return _oauth_error("invalid_scope", "requested scope exceeds the granted scope")
-        if self.rotate_refresh_tokens:
-            del self._refresh_tokens[old]
-        return web.json_response(self._tokens_for(grant_id, scope, with_refresh=self.rotate_refresh_tokens))
+    # -- HTTP -------------------------------------------------------------------------------
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -332,6 +309,8 @@ class FakeAnthropic:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        if body is None and request.content_type == "application/x-www-form-urlencoded":
+            body = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.items()}
         record = RecordedRequest(request.path, request.method, headers, body, dict(request.query))
         request[_RECORD] = record
@@ -348,9 +327,9 @@ class FakeAnthropic:
 
     async def _h_authorize(self, request: web.Request) -> web.Response:
         try:
-            code, state = self._issue_code(request.query, None)
-        except ValueError as exc:
-            return _oauth_error("invalid_request", str(exc))
+            code, state = self.oauth.authorize(request.query)
+        except AuthorizeError as exc:
+            return web.json_response({"error": "invalid_request", "error_description": str(exc)}, status=400)
         payload = {"code": code, "state": state, "code_with_state": f"{code}#{state}"}
         if "application/json" in request.headers.get("Accept", ""):
             return web.json_response(payload)
@@ -360,125 +339,173 @@ class FakeAnthropic:
         return web.json_response(payload, status=302, headers={"Location": location})
 
     async def _h_token(self, request: web.Request) -> web.Response:
-        if request.content_type != "application/json":
-            return _oauth_error("invalid_request", "Content-Type must be application/json")
-        try:
-            body = await request.json()
-        except ValueError:
-            return _oauth_error("invalid_request", "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _oauth_error("invalid_request", "body must be a JSON object")
-        grant_type = body.get("grant_type")
-        if grant_type == "authorization_code":
-            self.exchange_count += 1
-        elif grant_type == "refresh_token":
-            self.refresh_count += 1
-        else:
-            return _oauth_error("unsupported_grant_type", f"unsupported grant_type: {grant_type!r}")
+        admitted = self.oauth.admit(request.headers, request.headers.get("Content-Type", ""), await request.read())
+        if isinstance(admitted, Reply):
+            return _response(admitted)
         if self.token_delay:
-            # Before validation, so concurrent refreshes of one token really race.
+            # Before the grant, so concurrent refreshes of one token really race.
             await asyncio.sleep(self.token_delay)
         with self._lock:
             failure = self._token_failures.popleft() if self._token_failures else None
-            if failure is None:
-                return self._exchange(body) if grant_type == "authorization_code" else self._refresh(body)
+        if failure is None:
+            return _response(self.oauth.answer(admitted))
         status, retry_after = failure
         headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else {}
         if status == 429:
-            return _api_error(429, "rate_limit_error", "Rate limited. Please try again later.", headers)
-        return _api_error(status, "api_error", "Internal server error", headers)
+            return _error(429, "rate_limit_error", "Rate limited. Please try again later.", headers)
+        return _error(status, "api_error", "Internal server error", headers)
+
+    def _authenticate(self, request: web.Request, headers: dict[str, str]) -> str | web.Response:
+        """The account email behind the request's bearer token, or the 4xx the real API gives."""
+        with self._lock:
+            if self._forced_401 > 0:
+                self._forced_401 -= 1
+                return _error(401, "authentication_error", EXPIRED_MESSAGE, headers)
+        h = request.headers
+        if "x-api-key" in h:
+            # OAuth tokens only work as a bearer; a leaked x-api-key is a plugin bug.
+            return _error(401, "authentication_error", "invalid x-api-key", headers)
+        auth = h.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return _error(401, "authentication_error", "x-api-key header is required", headers)
+        betas = {b.strip() for b in ",".join(h.getall("anthropic-beta", [])).split(",")}
+        if OAUTH_BETA not in betas:
+            return _error(401, "authentication_error", "OAuth authentication is currently not supported.", headers)
+        if not h.get("anthropic-version"):
+            return _error(400, "invalid_request_error", "anthropic-version: header is required", headers)
+        token = self.oauth.access_token(auth.removeprefix("Bearer ").strip())
+        if token is None:
+            return _error(401, "authentication_error", "Invalid bearer token", headers)
+        if token.expires_at <= time.time():
+            return _error(401, "authentication_error", EXPIRED_MESSAGE, headers)
+        if not INFERENCE_SCOPES & set(token.scope.split()):
+            return _error(403, "permission_error", SCOPE_MESSAGE, headers)
+        return token.email
+
+    def _unknown_model(self, model: str, email: str) -> bool:
+        if not self.enforce_models:
+            return False
+        with self._lock:
+            hidden = model in self._hidden.get(email, set())
+        return hidden or catalog.find(model) is None
+
+    async def _admit(self, request: web.Request, headers: dict[str, str],
+                     required: tuple[tuple[str, type], ...]) -> tuple[str, dict[str, Any]] | web.Response:  # fmt: skip
+        """Auth, a JSON object body with the ``required`` fields, a model this account may use."""
+        email = self._authenticate(request, headers)
+        if isinstance(email, web.Response):
+            return email
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request_error", "body is not valid JSON", headers)
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "body must be a JSON object", headers)
+        for name, kind in required:
+            if not isinstance(body.get(name), kind):
+                return _error(400, "invalid_request_error", f"{name}: Field required", headers)
+        if self._unknown_model(body["model"], email):
+            return _error(404, "not_found_error", f"model: {body['model']}", headers)
+        return email, body
 
     async def _h_messages(self, request: web.Request) -> web.StreamResponse:
         self.messages_count += 1
         headers = {"request-id": "req_" + secrets.token_hex(12)}
-        auth_error = self._check_auth(request, headers)
-        if auth_error is not None:
-            return auth_error
-        try:
-            body = await request.json()
-        except ValueError:
-            return _api_error(400, "invalid_request_error", "body is not valid JSON", headers)
-        if not isinstance(body, dict):
-            return _api_error(400, "invalid_request_error", "body must be a JSON object", headers)
-        for name, kind in (("model", str), ("messages", list), ("max_tokens", int)):
-            if not isinstance(body.get(name), kind):
-                return _api_error(400, "invalid_request_error", f"{name}: Field required", headers)
-        if self.require_claude_code_system and _first_system_text(body.get("system")) != CLAUDE_CODE_SYSTEM:
-            message = "This credential is only authorized for use with Claude Code and cannot be used for other API requests."
-            return _api_error(400, "invalid_request_error", message, headers)
-
+        admitted = await self._admit(request, headers, (("model", str), ("messages", list), ("max_tokens", int)))
+        if isinstance(admitted, web.Response):
+            return admitted
+        email, body = admitted
         model = body["model"]
-        reply = f"Hello from fake Claude ({model}): " + _last_user_text(body["messages"])[:200]
-        input_tokens = max(1, len(json.dumps([body.get("system"), body["messages"]])) // 4)
-        output_tokens = max(1, len(reply) // 4)
-        headers["anthropic-ratelimit-unified-status"] = "allowed"
-        headers["anthropic-ratelimit-unified-5h-status"] = "allowed"
-        usage = {"input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        message: dict[str, Any] = {
-            "id": "msg_" + secrets.token_hex(12), "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {**usage, "output_tokens": output_tokens},
-        }  # fmt: skip
-        if not body.get("stream"):
-            return web.json_response(message, headers=headers)
-        return await self._stream(request, message, reply, headers)
-
-    def _check_auth(self, request: web.Request, headers: dict[str, str]) -> web.Response | None:
-        with self._lock:
-            if self._forced_401 > 0:
-                self._forced_401 -= 1
-                return _api_error(401, "authentication_error", EXPIRED_MESSAGE, headers)
-        h = request.headers
-        if "x-api-key" in h:
-            # OAuth tokens only work as a bearer; a leaked x-api-key is a plugin bug.
-            return _api_error(401, "authentication_error", "invalid x-api-key", headers)
-        auth = h.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return _api_error(401, "authentication_error", "x-api-key header is required", headers)
-        betas = {b.strip() for b in ",".join(h.getall("anthropic-beta", [])).split(",")}
-        if OAUTH_BETA not in betas:
-            return _api_error(401, "authentication_error", "OAuth authentication is currently not supported.", headers)
-        if not h.get("anthropic-version"):
-            return _api_error(400, "invalid_request_error", "anthropic-version: header is required", headers)
+        family = catalog.family(model)
+        if self.require_claude_code_system and family != "haiku" and not replies.has_identity(body.get("system")):
+            # The 2026 identity gate: a bare 429 "Error", no retry-after, no ratelimit headers.
+            return _error(429, "rate_limit_error", "Error", headers)
         now = time.time()
         with self._lock:
-            token = self._access.get(auth.removeprefix("Bearer ").strip())
-            reset_at = self._rate_limits.get(token.email, 0.0) if token else 0.0
-        if token is None:
-            return _api_error(401, "authentication_error", "Invalid bearer token", headers)
-        if token.expires_at <= now:
-            return _api_error(401, "authentication_error", EXPIRED_MESSAGE, headers)
-        if reset_at > now:
-            reset = str(math.ceil(reset_at))
-            prefix = "anthropic-ratelimit-unified-"
-            limited = {"retry-after": str(max(1, math.ceil(reset_at - now))), prefix + "status": "rejected",
-                       prefix + "reset": reset, prefix + "5h-status": "rejected", prefix + "5h-reset": reset,
-                       prefix + "representative-claim": "five_hour"}  # fmt: skip
-            message = "This request would exceed your account's rate limit. Please try again later."
-            return _api_error(429, "rate_limit_error", message, {**headers, **limited})
-        return None
+            account = self._account(email)
+            rejection = account.refusing(family, now)
+            limited = limits.rejected_headers(account, rejection, now) if rejection else None
+            allowed = limits.allowed_headers(account, now)
+            refusal = self._refusals.get(email) or self._refusals.get(None)
+        if limited is not None:
+            return _error(429, "rate_limit_error", limits.QUOTA_MESSAGE, {**headers, **limited})
+        if refusal is not None:
+            status, kind, message = REFUSALS[refusal]
+            # Billing refusals come from the account's state: they carry its headers; the rest do not.
+            extra = allowed if refusal in ("extra_usage", "third_party") else {}
+            return _error(status, kind, message, {**headers, **extra})
+        headers.update(allowed)
+        with self._lock:
+            message = replies.build_message(body, self._cache)
+        if not body.get("stream"):
+            return web.json_response(message, headers=headers)
+        return await self._stream(request, message, headers)
 
-    async def _stream(self, request: web.Request, message: dict[str, Any], reply: str, headers: dict[str, str]) -> web.StreamResponse:
-        size = max(1, math.ceil(len(reply) / 5))
-        start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
-        events: list[dict[str, Any]] = [
-            {"type": "message_start", "message": start},
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            {"type": "ping"},
-            *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": reply[i : i + size]}}
-              for i in range(0, len(reply), size)),
-            {"type": "content_block_stop", "index": 0},
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"output_tokens": message["usage"]["output_tokens"]}},
-            {"type": "message_stop"},
-        ]  # fmt: skip
+    async def _h_count_tokens(self, request: web.Request) -> web.Response:
+        headers = {"request-id": "req_" + secrets.token_hex(12)}
+        admitted = await self._admit(request, headers, (("model", str), ("messages", list)))
+        if isinstance(admitted, web.Response):
+            return admitted
+        return web.json_response({"input_tokens": replies.count_tokens(admitted[1])}, headers=headers)
+
+    def _visible(self, email: str) -> list[catalog.Model]:
+        with self._lock:
+            hidden = set(self._hidden.get(email, set()))
+        return [m for m in catalog.served() if m.id not in hidden]
+
+    @staticmethod
+    def _model_json(model: catalog.Model) -> dict[str, Any]:
+        return {"type": "model", "id": model.id, "display_name": model.display_name, "created_at": model.created_at}
+
+    async def _h_models(self, request: web.Request) -> web.Response:
+        headers = {"request-id": "req_" + secrets.token_hex(12)}
+        email = self._authenticate(request, headers)
+        if isinstance(email, web.Response):
+            return email
+        models = self._visible(email)
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return _error(400, "invalid_request_error", "limit: Input should be between 1 and 1000", headers)
+        ids = [m.id for m in models]
+        after, before = request.query.get("after_id"), request.query.get("before_id")
+        for name, cursor in (("after_id", after), ("before_id", before)):
+            if cursor is not None and cursor not in ids:
+                return _error(400, "invalid_request_error", f"{name}: unknown model id {cursor}", headers)
+        if before is not None:  # the page just before the cursor (newer models)
+            end = ids.index(before)
+            page, has_more = models[max(0, end - limit) : end], end - limit > 0
+        else:
+            start = ids.index(after) + 1 if after is not None else 0
+            page, has_more = models[start : start + limit], start + limit < len(models)
+        return web.json_response({
+            "data": [self._model_json(m) for m in page], "has_more": has_more,
+            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
+        }, headers=headers)  # fmt: skip
+
+    async def _h_model(self, request: web.Request) -> web.Response:
+        headers = {"request-id": "req_" + secrets.token_hex(12)}
+        email = self._authenticate(request, headers)
+        if isinstance(email, web.Response):
+            return email
+        wanted = request.match_info["model_id"]
+        model = next((m for m in self._visible(email) if m.id == wanted), None)
+        if model is None:
+            return _error(404, "not_found_error", f"model: {wanted}", headers)
+        return web.json_response(self._model_json(model), headers=headers)
+
+    async def _stream(self, request: web.Request, message: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
         response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"})
         request[_RECORD].status = 200
         await response.prepare(request)
-        for event in events:
-            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        for event in replies.stream_events(message):
+            await response.write(replies.sse(event))
         await response.write_eof()
         return response
+
+    # -- control ------------------------------------------------------------------------------
 
     async def _h_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
@@ -488,7 +515,7 @@ class FakeAnthropic:
             body = await request.json()
             code, state = self.authorize(str(body["authorize_url"]), body.get("email"))
         except (ValueError, KeyError, TypeError) as exc:
-            return _oauth_error("invalid_request", f"bad authorize request: {exc}")
+            return web.json_response({"error": "invalid_request", "error_description": f"bad authorize request: {exc}"}, status=400)
         return web.json_response({"code": code, "state": state, "code_with_state": f"{code}#{state}"})
 
     async def _h_control(self, request: web.Request) -> web.Response:
@@ -502,11 +529,20 @@ class FakeAnthropic:
         return web.json_response(self.state())
 
     def _apply_control(self, body: dict[str, Any]) -> None:
+        """One JSON object of knobs and actions; every key is checked before anything changes."""
         actions = {"expire_all_access_tokens", "expire_access_token", "force_401_next", "rate_limit_email",
-                   "rate_limit_token", "reset_in", "clear_rate_limits", "fail_next_token_requests", "reset_records"}  # fmt: skip
+                   "rate_limit_token", "reset_in", "profile", "clear_rate_limits", "fail_next_token_requests",
+                   "reset_records", "usage", "hide_model", "show_model", "refuse", "clear_refusals",
+                   "end_refresh_lifetime"}  # fmt: skip
         unknown = set(body) - actions - set(_CONTROL_KNOBS)
         if unknown:
             raise KeyError(f"unknown control key(s): {', '.join(sorted(unknown))}")
+        if "profile" in body:
+            limits.profile_name(str(body["profile"]))
+        if "refuse" in body and body["refuse"] is not None:
+            spec = body["refuse"] if isinstance(body["refuse"], dict) else {"kind": body["refuse"]}
+            if spec.get("kind") not in REFUSALS:
+                raise ValueError(f"unknown refusal {spec.get('kind')!r}; one of {', '.join(REFUSALS)}")
         for knob, cast in _CONTROL_KNOBS.items():
             if knob in body:
                 setattr(self, knob, cast(body[knob]))
@@ -518,12 +554,31 @@ class FakeAnthropic:
             self.force_401_next(int(body["force_401_next"]))
         for target in ("rate_limit_email", "rate_limit_token"):
             if target in body:
-                self.rate_limit_token(str(body[target]), float(body.get("reset_in", 60)))
+                self.rate_limit_token(str(body[target]), float(body.get("reset_in", 60)), str(body.get("profile", "five_hour")))
         if body.get("clear_rate_limits"):
             self.clear_rate_limits()
+        if "usage" in body:  # {"email" or "token": …, "five_hour": 0.8, "seven_day": …, "overage_in_use": true}
+            spec = dict(body["usage"])
+            who = str(spec.pop("email", None) or spec.pop("token"))
+            self.set_usage(who, **spec)
+        for action, method in (("hide_model", self.hide_model), ("show_model", self.show_model)):
+            if action in body:  # {"email" or "token": …, "model": …}
+                spec = body[action]
+                method(str(spec.get("email") or spec["token"]), str(spec["model"]))
+        if body.get("clear_refusals") or ("refuse" in body and body["refuse"] is None):
+            self.clear_refusals()
+        if "refuse" in body and body["refuse"] is not None:  # "extra_usage" or {"kind": …, "email": …}
+            spec = body["refuse"] if isinstance(body["refuse"], dict) else {"kind": body["refuse"]}
+            self.refuse(str(spec["kind"]), spec.get("email") or spec.get("token"))
+        if "end_refresh_lifetime" in body:  # true (every account) or an email
+            target = body["end_refresh_lifetime"]
+            self.end_refresh_lifetime(None if target is True else str(target))
         if "fail_next_token_requests" in body:
             spec = body["fail_next_token_requests"]
             spec = spec if isinstance(spec, dict) else {"n": spec}
             self.fail_next_token_requests(int(spec["n"]), int(spec.get("status", 500)), spec.get("retry_after"))
         if body.get("reset_records"):
             self.reset_records()
+
+
+__all__ = ["CLAUDE_CODE_SYSTEM", "OAUTH_BETA", "REFUSALS", "FakeAnthropic", "RecordedRequest", "s256"]
