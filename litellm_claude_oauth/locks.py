@@ -4,6 +4,10 @@ With Redis configured, a Redis lock (with an expiry, so a process killed mid-ref
 cannot wedge the others) coordinates every worker and replica. Without Redis, or
 while Redis is down, the store's own lock serves: a file lock for the file store, an
 advisory lock for Postgres.
+
+A waiter must outwait the slowest refresh that can still succeed, or it answers 503
+while the holder is about to hand it a fresh token: waits are derived from
+:func:`refresh_bound` (every token URL tried, each up to the HTTP timeout).
 """
 
 from __future__ import annotations
@@ -13,14 +17,32 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import TokenStoreError
 from .store.base import TokenStore
 
+if TYPE_CHECKING:
+    from .settings import Settings
+
 log = logging.getLogger(__name__)
 
 REDIS_KEY_PREFIX = "litellm:claude_oauth"
+# What a waiter allows beyond the slowest refresh: the holder's own store read and write.
+LOCK_WAIT_MARGIN = 15.0
+# refresh_bound() of the default settings (two token URLs, 30 s each).
+DEFAULT_REFRESH_BOUND = 60.0
+
+
+def refresh_bound(settings: Settings) -> float:
+    """The longest one refresh can take and still succeed: each token URL tried in turn,
+    each up to the HTTP timeout."""
+    return len(settings.token_urls) * settings.http_timeout_seconds
+
+
+def lock_wait(bound: float) -> float:
+    """How long a waiter waits for a refresh lock, given :func:`refresh_bound`."""
+    return bound + LOCK_WAIT_MARGIN
 
 
 class RefreshLock(Protocol):
@@ -42,17 +64,33 @@ class RedisLock:
     seconds, not minutes; a watchdog keeps extending it while a slow refresh is alive.
     """
 
-    def __init__(self, redis: Any, fallback: TokenStore, *, ttl: float = 10.0, wait: float = 45.0):
+    def __init__(
+        self,
+        redis: Any,
+        fallback: TokenStore,
+        *,
+        ttl: float = 10.0,
+        refresh_bound: float = DEFAULT_REFRESH_BOUND,
+        wait: float | None = None,
+        key_prefix: str = REDIS_KEY_PREFIX,
+    ):
+        """``wait`` defaults to :func:`lock_wait` of ``refresh_bound``. The Redis client
+        belongs to the caller, who closes it."""
         self._redis = redis
         self._fallback = fallback
         self._ttl = ttl
-        self._wait = wait
+        self._wait = lock_wait(refresh_bound) if wait is None else wait
+        self._key_prefix = key_prefix
+
+    @property
+    def wait(self) -> float:
+        return self._wait
 
     @contextlib.asynccontextmanager
     async def __call__(self, account: str) -> AsyncIterator[None]:
         from redis.exceptions import LockError, RedisError
 
-        lock = self._redis.lock(f"{REDIS_KEY_PREFIX}:refresh:{account}", timeout=self._ttl, blocking_timeout=self._wait)
+        lock = self._redis.lock(f"{self._key_prefix}:refresh:{account}", timeout=self._ttl, blocking_timeout=self._wait)
         try:
             acquired = await lock.acquire()
         except RedisError as exc:

@@ -1,9 +1,10 @@
 """Pending logins in Redis, so ``start`` on one replica and ``exchange`` on another works.
 
 Records are sealed with the same cipher as the token store and expire on their own
-(Redis TTL = the login's lifetime). ``take`` is GETDEL: a state is good for one
-exchange even with two replicas racing. While Redis is unreachable, the token store
-keeps pending logins instead (with a warning), so logging in keeps working.
+(Redis TTL = the login's lifetime). ``take`` is GET and DEL in one MULTI/EXEC (not
+GETDEL, which needs Redis 6.2): a state is good for one exchange even with two
+replicas racing. While Redis is unreachable, the token store keeps pending logins
+instead (with a warning), so logging in keeps working.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from typing import Any, Protocol
 
 from .crypto import Cipher
+from .errors import TokenStoreError
 from .locks import REDIS_KEY_PREFIX
 from .store.base import TokenStore, aad_pending, open_pending_for
 from .tokens import PendingLogin
@@ -33,19 +35,21 @@ class PendingLogins(Protocol):
 
 
 class RedisPendingLogins:
-    def __init__(self, redis: Any, cipher: Cipher, fallback: TokenStore, *, ttl: int):
+    def __init__(
+        self, redis: Any, cipher: Cipher, fallback: TokenStore, *, ttl: int, key_prefix: str = REDIS_KEY_PREFIX
+    ):
+        """The Redis client belongs to the caller, who closes it."""
         self._redis = redis
         self._cipher = cipher
         self._fallback = fallback
         self._ttl = ttl
+        self._key_prefix = key_prefix
 
-    @staticmethod
-    def _key(state: str) -> str:
-        return f"{REDIS_KEY_PREFIX}:pending:{state}"
+    def _key(self, state: str) -> str:
+        return f"{self._key_prefix}:pending:{state}"
 
-    @staticmethod
-    def _index(account: str) -> str:
-        return f"{REDIS_KEY_PREFIX}:pending-by-account:{account}"
+    def _index(self, account: str) -> str:
+        return f"{self._key_prefix}:pending-by-account:{account}"
 
     async def put_pending(self, pending: PendingLogin) -> None:
         from redis.exceptions import RedisError
@@ -65,10 +69,21 @@ class RedisPendingLogins:
         from redis.exceptions import RedisError
 
         try:
-            raw = await self._redis.getdel(self._key(state))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._key(state))
+                pipe.delete(self._key(state))
+                raw, _ = await pipe.execute()
         except RedisError as exc:
             log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)
-            return await self._fallback.take_pending(state)
+            found = await self._fallback.take_pending(state)
+            if found is None:
+                # It may well be in Redis (it was up when the login started): "unknown
+                # login" would send the user to start over for nothing.
+                raise TokenStoreError(
+                    f"cannot finish this login now: Redis, where it may be kept, is unavailable "
+                    f"({type(exc).__name__}); try the same code again in a moment"
+                ) from None
+            return found
         if raw is None:
             # Started while Redis was down, or before Redis was configured.
             return await self._fallback.take_pending(state)
