@@ -56,6 +56,7 @@ class Attempt:
     account: str | None  # the stored account chosen (None: the route's default)
     family: str | None = None  # model family, for model-scoped cooldowns
     client_credential: tuple[str, str] | None = None  # (header, value) the client brought, to forward as is
+    session: str | None = None  # conversation key, so a pool keeps it on one account
 
 
 current_attempt: ContextVar[Attempt | None] = ContextVar("claude_oauth_attempt", default=None)
@@ -146,7 +147,7 @@ class ClaudeOAuthFlow(httpx.Auth):
 
         account = attempt.account
         if self.pool is not None and account is None:
-            account, tokens = await self.pool.next_tokens(family=attempt.family)
+            account, tokens = await self.pool.next_tokens(family=attempt.family, session=attempt.session)
         else:
             tokens = await self.manager.get_tokens(account)
         account = self.manager.account_id(account)
@@ -189,7 +190,9 @@ class ClaudeOAuthFlow(httpx.Auth):
                 response.headers["retry-after"] = str(cooldown.retry_after(self._clock()))
                 return
             try:
-                account, tokens = await self.pool.next_tokens(frozenset(rested), family=attempt.family)
+                account, tokens = await self.pool.next_tokens(
+                    frozenset(rested), family=attempt.family, session=attempt.session
+                )
             except AllAccountsCoolingDown as exc:
                 response.headers["retry-after"] = str(exc.retry_after)
                 return

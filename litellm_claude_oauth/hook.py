@@ -190,29 +190,44 @@ class ClaudeOAuthHandler(CustomLogger):
         kwargs["api_key"] = PLACEHOLDER
         family = model_family(model)
 
-        credential = client_credential((kwargs.get("secret_fields") or {}).get("raw_headers"))
+        raw_headers = (kwargs.get("secret_fields") or {}).get("raw_headers")
+        credential = client_credential(raw_headers)
         if credential is not None and settings.passthrough != "off":
             current_attempt.set(Attempt(account=None, family=family, client_credential=credential))
             return kwargs  # the client brings its own system blocks: nothing is added
         _drop_forwarded_credentials(kwargs)
         if settings.passthrough == "required":
             raise OwnLoginRequired()
-        account = await self._choose(route, family)
-        current_attempt.set(Attempt(account=account, family=family))
+        session = session_key(raw_headers, kwargs.get("metadata"))
+        account = await self._choose(route, family, session)
+        current_attempt.set(Attempt(account=account, family=family, session=session))
         if settings.system_prompt:
             add_identity(kwargs, settings.system_prompt, call_type)
         return kwargs
 
-    async def _choose(self, route: Route, family: str | None) -> str:
+    async def _choose(self, route: Route, family: str | None, session: str | None) -> str:
         manager = self.manager
         if route.pool:
-            account, _tokens = await self.pool.next_tokens(family=family)
+            account, _tokens = await self.pool.next_tokens(family=family, session=session)
             return account
         account = manager.account_id(route.account)
         await manager.get_tokens(account)  # fails early, with the hint, when not logged in
         if (cooldown := manager.health.cooldown(account, family)) is not None:
             raise AllAccountsCoolingDown(cooldown, pool=False)
         return account
+
+
+def session_key(raw_headers: Mapping[str, Any] | None, metadata: object) -> str | None:
+    """What identifies a conversation: Claude Code's session header, else Anthropic's metadata.user_id.
+
+    Only used to keep a conversation's prompt cache warm on one account, never to choose
+    whose account a caller may use (that is the account map's job).
+    """
+    for name, value in (raw_headers or {}).items():
+        if str(name).lower() == "x-claude-code-session-id" and value:
+            return f"s:{value}"
+    user_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    return f"u:{user_id}" if isinstance(user_id, str) and user_id else None
 
 
 def _drop_forwarded_credentials(kwargs: dict[str, Any]) -> None:

@@ -13,6 +13,12 @@ A pool (``CLAUDE_OAUTH_POOL``, or every stored account) is ordered per request b
 strategy: ``round-robin`` rotates the first choice, ``fill-first`` uses the first
 account until it is rate-limited. Accounts cooling down after a 429 (for the requested
 model family, or altogether), or needing a new login, are skipped.
+
+A conversation sticks to the account that served it (keyed on Claude Code's session
+header or the request's ``metadata.user_id``, for ``CLAUDE_OAUTH_SESSION_TTL`` seconds):
+Anthropic's prompt cache is per account, so moving a conversation re-pays its whole
+prompt. It moves only when that account is rejected or exhausted. The map is per
+worker; with several workers a session may warm one cache per worker at most.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ _MEMBERS_TTL = 60.0  # without change events, re-list the stored accounts this o
 # A member that failed for another reason (undecryptable, token endpoint down) is
 # skipped this long, so one broken account does not cost every Nth request (audit M5).
 _BROKEN_MEMBER_SECONDS = 30.0
+_MAX_SESSIONS = 10_000
 
 
 class Route(BaseModel):
@@ -119,6 +126,7 @@ class Pool:
         self._members: list[str] = list(manager.settings.pool_accounts or [])
         self._listed_at = 0.0 if manager.settings.pool_accounts is None else float("inf")
         self._broken: dict[str, tuple[float, str]] = {}
+        self._sessions: dict[str, tuple[str, float]] = {}  # session key -> (account, expiry on the monotonic clock)
 
     async def members(self) -> list[str]:
         if time.monotonic() - self._listed_at > _MEMBERS_TTL:
@@ -156,12 +164,36 @@ class Pool:
             raise AllAccountsCoolingDown(min(cooling, key=lambda c: c.until) if cooling else None)
         return usable
 
+    def _sticky(self, session: str | None) -> str | None:
+        if not session:
+            return None
+        entry = self._sessions.get(session)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def _remember(self, session: str | None, account: str) -> None:
+        ttl = self.manager.settings.session_ttl_seconds
+        if not session or ttl <= 0:
+            return
+        now = time.monotonic()
+        if len(self._sessions) >= _MAX_SESSIONS:
+            self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
+            if len(self._sessions) >= _MAX_SESSIONS:
+                self._sessions.pop(next(iter(self._sessions)))
+        self._sessions[session] = (account, now + ttl)
+
     async def next_tokens(
-        self, exclude: frozenset[str] = frozenset(), family: str | None = None
+        self, exclude: frozenset[str] = frozenset(), family: str | None = None, session: str | None = None
     ) -> tuple[str, TokenSet]:
         """The first usable account's fresh tokens, skipping members that fail for any reason."""
         last_error: ClaudeOAuthError | None = None
-        for account in await self.order(exclude, family):
+        order = await self.order(exclude, family)
+        sticky = self._sticky(session)
+        if sticky in order:
+            order.remove(sticky)
+            order.insert(0, sticky)
+        for account in order:
             try:
                 tokens = await self.manager.get_tokens(account)
             except (NotLoggedInError, ReloginRequiredError) as exc:
@@ -172,6 +204,7 @@ class Pool:
                 last_error = exc
                 continue
             if self.manager.health.cooldown(account, family) is None:  # the store may know of a cooldown we did not
+                self._remember(session, account)
                 return account, tokens
         await self.order(exclude, family)  # raises with the soonest reset, now that the cooldowns are known
         raise last_error or AllAccountsCoolingDown(None)

@@ -146,3 +146,31 @@ async def test_relogin_required_accounts_are_skipped(three) -> None:
 async def test_empty_pool_means_not_logged_in(env: dict[str, str]) -> None:
     with pytest.raises(NotLoggedInError):
         await Pool(TokenManager.from_settings(Settings.from_env())).next_tokens()
+
+
+async def test_a_session_stays_on_its_account_and_moves_only_when_rejected(three) -> None:
+    """Issue 11: a conversation's prompt cache lives on one account; round-robin would scatter it."""
+    manager = await three("round-robin")
+    pool = Pool(manager)
+    first = (await pool.next_tokens(session="s:conv-1"))[0]
+    assert {(await pool.next_tokens(session="s:conv-1"))[0] for _ in range(5)} == {first}
+    assert len({(await pool.next_tokens())[0] for _ in range(3)}) == 3  # no session: still round-robin
+    await manager.health.cool_down(first, Cooldown(until=time.time() + 300, reason="rate limited"))
+    moved = (await pool.next_tokens(session="s:conv-1"))[0]
+    assert moved != first
+    assert {(await pool.next_tokens(session="s:conv-1"))[0] for _ in range(5)} == {moved}
+
+
+async def test_sessions_can_be_turned_off(three, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAUDE_OAUTH_SESSION_TTL", "0")
+    manager = await three("round-robin")
+    pool = Pool(manager)
+    assert len({(await pool.next_tokens(session="s:conv-1"))[0] for _ in range(3)}) == 3
+
+
+def test_session_key_prefers_claude_codes_session_header() -> None:
+    from litellm_claude_oauth.hook import session_key
+
+    assert session_key({"X-Claude-Code-Session-Id": "abc"}, {"user_id": "u"}) == "s:abc"
+    assert session_key({}, {"user_id": "u"}) == "u:u"
+    assert session_key(None, None) is None
