@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from .locks import REDIS_KEY_PREFIX
@@ -93,6 +94,64 @@ class ChangeDispatcher:
             log.exception("Claude OAuth change feed: handling the change to '%s' failed", account)
 
 
+class ChangeFeed:
+    """The listening half every channel shares: one background task per event loop that
+    subscribes, hands each message to a :class:`ChangeDispatcher`, and after losing the
+    connection flushes every cached token, reconnects with back-off and flushes again."""
+
+    _reconnect_delay: float = RECONNECT_DELAY
+    _task: asyncio.Task[None] | None = None
+
+    def listen(self, on_change: Callable[[str], None]) -> None:
+        """Start (once per event loop) a background task calling ``on_change(account)``."""
+        loop = asyncio.get_running_loop()
+        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
+            return
+        name = f"claude-oauth-{type(self).__name__}"
+        self._task = loop.create_task(self._run(ChangeDispatcher(on_change)), name=name)
+
+    def _subscription(self) -> AbstractAsyncContextManager[AsyncIterator[object]]:
+        """Subscribed on entry; yields the payloads as they arrive."""
+        raise NotImplementedError
+
+    def _describe_error(self, exc: BaseException) -> str | None:
+        """A short reason if ``exc`` is the channel being unavailable, else None (a bug: re-raised)."""
+        raise NotImplementedError
+
+    async def _run(self, dispatch: ChangeDispatcher) -> None:
+        delay, lost = self._reconnect_delay, False
+        try:
+            while True:
+                try:
+                    async with self._subscription() as payloads:
+                        delay = self._reconnect_delay
+                        if lost:
+                            dispatch.lost_messages()  # what was published while we were away
+                        lost = True
+                        async for payload in payloads:
+                            dispatch.message(payload)
+                except Exception as exc:
+                    reason = self._describe_error(exc)
+                    if reason is None:
+                        raise
+                    log.debug(
+                        "Claude OAuth change feed (%s): %s; reconnecting in %.0fs", type(self).__name__, reason, delay
+                    )
+                if lost:
+                    dispatch.lost_messages()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY_MAX)
+        finally:
+            dispatch.close()
+
+    async def _stop_listening(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
 def redis_channel(namespace: str) -> str:
     return f"{REDIS_KEY_PREFIX}:events:{namespace}"
 
@@ -108,13 +167,12 @@ def redis_namespace(redis: Any) -> str:
     return f"db{int(kwargs.get('db') or 0)}"
 
 
-class RedisAccountEvents:
+class RedisAccountEvents(ChangeFeed):
     def __init__(self, redis: Any, *, namespace: str | None = None, reconnect_delay: float = RECONNECT_DELAY):
         """``namespace`` defaults to :func:`redis_namespace`; the channel is :func:`redis_channel` of it."""
         self._redis = redis
         self.channel = redis_channel(namespace if namespace is not None else redis_namespace(redis))
         self._reconnect_delay = reconnect_delay
-        self._task: asyncio.Task[None] | None = None
 
     async def publish(self, account: str) -> None:
         from redis.exceptions import RedisError
@@ -125,41 +183,17 @@ class RedisAccountEvents:
             log.warning("Redis unavailable: other workers will see the change to '%s' at their next refresh (%s)",
                         account, type(exc).__name__)
 
-    def listen(self, on_change: Callable[[str], None]) -> None:
-        """Start (once per event loop) a background task calling ``on_change(account)``."""
-        loop = asyncio.get_running_loop()
-        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
-            return
-        self._task = loop.create_task(self._listen(ChangeDispatcher(on_change)), name="claude-oauth-events")
+    @contextlib.asynccontextmanager
+    async def _subscription(self) -> AsyncIterator[AsyncIterator[object]]:
+        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(self.channel)
+            yield (message.get("data") async for message in pubsub.listen())
 
-    async def _listen(self, dispatch: ChangeDispatcher) -> None:
+    def _describe_error(self, exc: BaseException) -> str | None:
         from redis.exceptions import RedisError
 
-        delay, lost = self._reconnect_delay, False
-        try:
-            while True:
-                try:
-                    async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                        await pubsub.subscribe(self.channel)
-                        delay = self._reconnect_delay
-                        if lost:
-                            dispatch.lost_messages()  # what was published while we were away
-                        lost = True
-                        async for message in pubsub.listen():
-                            dispatch.message(message.get("data"))
-                except (RedisError, OSError) as exc:
-                    log.debug("Claude OAuth event listener: %s; reconnecting in %.0fs", type(exc).__name__, delay)
-                if lost:
-                    dispatch.lost_messages()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_DELAY_MAX)
-        finally:
-            dispatch.close()
+        return type(exc).__name__ if isinstance(exc, (RedisError, OSError)) else None
 
     async def aclose(self) -> None:
         """Stop listening; the Redis client belongs to the caller, who closes it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._stop_listening()

@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..events import RECONNECT_DELAY, RECONNECT_DELAY_MAX, ChangeDispatcher
+from ..events import RECONNECT_DELAY, ChangeFeed
 from ._dsn import conninfo, connect_kwargs, describe, libpq_dsn, one_line_reason
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def pg_channel(namespace: str) -> str:
     return name
 
 
-class PostgresAccountEvents:
+class PostgresAccountEvents(ChangeFeed):
     def __init__(
         self,
         dsn: str,
@@ -57,7 +57,6 @@ class PostgresAccountEvents:
         self._connect_timeout = connect_timeout
         self._reconnect_delay = reconnect_delay
         self.channel = pg_channel(namespace if namespace is not None else (schema or ""))
-        self._task: asyncio.Task[None] | None = None
         self._publisher: _Publisher | None = None
 
     async def publish(self, account: str) -> None:
@@ -77,47 +76,24 @@ class PostgresAccountEvents:
                 "at their next refresh (%s)", self._where, account, self._reason(exc),
             )
 
-    def listen(self, on_change: Callable[[str], None]) -> None:
-        """Start (once per event loop) a background task calling ``on_change(account)``."""
-        loop = asyncio.get_running_loop()
-        if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
-            return
-        self._task = loop.create_task(self._listen(ChangeDispatcher(on_change)), name="claude-oauth-pg-events")
-
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._stop_listening()
         await self._drop_publisher()
 
     # -- internals -------------------------------------------------------------------
 
-    async def _listen(self, dispatch: ChangeDispatcher) -> None:
-        import psycopg
+    @contextlib.asynccontextmanager
+    async def _subscription(self) -> AsyncIterator[AsyncIterator[object]]:
         from psycopg import sql
 
-        delay, lost = self._reconnect_delay, False
-        try:
-            while True:
-                try:
-                    async with await self._connect() as conn:
-                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                        delay = self._reconnect_delay
-                        if lost:
-                            dispatch.lost_messages()  # what was published while we were away
-                        lost = True
-                        async for notify in conn.notifies():
-                            dispatch.message(notify.payload)
-                except (psycopg.Error, OSError, TimeoutError) as exc:
-                    log.debug("Claude OAuth Postgres event listener: %s; reconnecting in %.0fs", self._reason(exc), delay)
-                if lost:
-                    dispatch.lost_messages()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_DELAY_MAX)
-        finally:
-            dispatch.close()
+        async with await self._connect() as conn:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            yield (notify.payload async for notify in conn.notifies())
+
+    def _describe_error(self, exc: BaseException) -> str | None:
+        import psycopg
+
+        return self._reason(exc) if isinstance(exc, (psycopg.Error, OSError, TimeoutError)) else None
 
     async def _connect(self) -> AsyncConnection[TupleRow]:
         import psycopg

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..crypto import Cipher
 from ..errors import TokenStoreError
+from ..locks import DEFAULT_REFRESH_BOUND, lock_wait
 from ..tokens import PendingLogin
 from ._dsn import conninfo, connect_kwargs, describe, libpq_dsn, one_line_reason
 from .base import AccountRecord, Change, aad_account, aad_pending, open_pending_for
@@ -148,11 +149,13 @@ class PostgresTokenStore:
         dsn: str,
         cipher: Cipher,
         *,
-        lock_timeout: float = 30.0,
+        lock_timeout: float = lock_wait(DEFAULT_REFRESH_BOUND),
         connect_timeout: float = 10.0,
         outage_backoff: float = 3.0,
     ):
-        """``outage_backoff``: after the server could not be reached, calls within this many
+        """``lock_timeout``: how long a refresh lock is waited for; ``locks.lock_wait`` of the
+        settings' refresh bound, so a waiter outlasts a slow refresh that still succeeds.
+        ``outage_backoff``: after the server could not be reached, calls within this many
         seconds fail at once with the same message instead of each waiting ``connect_timeout``."""
         self.cipher = cipher
         self.lock_timeout = lock_timeout
