@@ -4,6 +4,8 @@ Runs both as fresh processes, alternating A B B A each round so drifting machine
 hits both alike, against a throwaway encrypted file store holding one logged-in
 account (so status reads and decrypts a real record). Prints the median and the
 spread (min, max) of each, their ratio, and status's own cost (the difference).
+A third line, timed in the same rounds, is a bare ``import litellm_claude_oauth.manager``:
+the floor under status for as long as status goes through the TokenManager.
 With --imports, also the slowest top-level imports of one status run
 (``python -X importtime``), which is where the time goes.
 
@@ -84,16 +86,19 @@ def main() -> None:
         log_in(litellm, env)
         status_cmd = [str(litellm), "claude", "status"]
         baseline_cmd = [sys.executable, "-c", "pass"]
+        manager_cmd = [sys.executable, "-c", "import litellm_claude_oauth.manager"]
         timed(status_cmd, env)  # warm the page cache and .pyc files
-        timings: dict[str, list[float]] = {"status": [], "python -c pass": []}
+        timings: dict[str, list[float]] = {"status": [], "python -c pass": [], "import manager": []}
         ratios: list[float] = []
         for _ in range(max(1, args.runs // 2)):
             a1 = timed(status_cmd, env)
             b1 = timed(baseline_cmd, env)
+            m = timed(manager_cmd, env)
             b2 = timed(baseline_cmd, env)
             a2 = timed(status_cmd, env)
             timings["status"] += [a1, a2]
             timings["python -c pass"] += [b1, b2]
+            timings["import manager"].append(m)
             ratios.append((a1 + a2) / (b1 + b2))
         imports = slowest_imports(["-m", "litellm_claude_oauth", "claude", "status"], env) if args.imports else []
 
@@ -101,6 +106,7 @@ def main() -> None:
     baseline_median = statistics.median(timings["python -c pass"])
     print(f"litellm claude status  {describe(timings['status'])}")
     print(f"python -c pass         {describe(timings['python -c pass'])}")
+    print(f"import manager only    {describe(timings['import manager'])}")
     print(f"ratio (per ABBA round) median {statistics.median(ratios):.1f}x  (min {min(ratios):.1f}, max {max(ratios):.1f})")
     print(f"status's own cost      {(status_median - baseline_median) * 1000:.1f} ms")
     verdict = "meets" if status_median < TARGET_SECONDS else "misses"
