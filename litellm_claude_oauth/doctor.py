@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
 DAY = 86_400.0
+_EXTRA_USAGE_FIX = "turn on or top up extra usage at claude.ai/settings/usage, or use this account from Claude Code only"
 PROBE_TEXT = "Reply with one word."
 
 
@@ -253,54 +254,59 @@ def probe_body(model: str) -> dict[str, object]:
     }
 
 
+# What a refusal (see :mod:`.refusals`) means for a probe that already sends everything
+# the proxy sends: (verdict, meaning, fix).
+_REFUSALS: dict[str, tuple[CheckStatus, str, str]] = {
+    "identity_gate": ("fail", "the identity gate refused this model family (headerless 429)",
+                      "Anthropic refuses this family to this client even with Claude Code's identity line "
+                      "(Haiku is usually exempt); use a family that answers ok"),
+    "claude_code_only": ("fail", "the identity line was not accepted", "keep CLAUDE_CODE_SYSTEM_PROMPT at its default"),
+    "out_of_extra_usage": ("fail", "Anthropic bills this client as extra usage and none is left", _EXTRA_USAGE_FIX),
+    "third_party_extra_usage": ("fail", "Anthropic bills this client as extra usage", _EXTRA_USAGE_FIX),
+    "usage_credits_required": ("fail", "this model runs on usage credits and the account has none",
+                               "choose another model, or add credits at claude.ai"),
+    "missing_scope": ("fail", "the token lacks a scope this call needs",
+                      "log in again (`litellm claude login`) so the token has the user:inference scope"),
+    "org_disabled": ("fail", "Anthropic refuses this account's organization",
+                     "stop using this account and check it at claude.ai"),
+    "model_not_found": ("fail", "no such model for this account",
+                        "use an id from `litellm claude models` in the proxy config"),
+    "overloaded": ("warn", "Anthropic is overloaded", "try again in a few minutes"),
+    "throttled": ("warn", "Anthropic is throttling requests (not this account's limit)", "try again shortly"),
+    "oauth_unsupported": ("fail", "Anthropic did not take the OAuth beta header",
+                          "report it: the probe sends anthropic-beta oauth-2025-04-20"),
+}  # fmt: skip
+
+
 def classify_probe(model: str, response: httpx.Response) -> Check:
     """Anthropic's answer to a one-token request, in one line, with what to do about it."""
+    from .refusals import classify
+
     name = f"probe {family(model)}"
     code = response.status_code
     if response.is_success:
         return Check(name=name, status="pass", detail=f"{model}: ok ({code})")
-    message = error_message(response)
-    said = f"{model}: {code} {message!r}"
-    lowered = message.lower()
-    if code == 429:
-        headers = response.headers
-        limited = "retry-after" in headers or any(h.startswith("anthropic-ratelimit-unified-") for h in headers)
-        if limited:
-            claim = headers.get("anthropic-ratelimit-unified-representative-claim", "usage limit")
-            reset = headers.get("anthropic-ratelimit-unified-reset")
-            when = f", resets {_when(float(reset))}" if reset and reset.replace(".", "", 1).isdigit() else ""
-            return Check(
-                name=name, status="warn", detail=f"{said}: rate limited ({claim}){when}",
-                fix="wait for the reset, or add another account to a pool (`litellm claude login --account NAME`)",
-            )  # fmt: skip
+    said = f"{model}: {code} {error_message(response)!r}"
+    headers = response.headers
+    if code == 429 and any(h.startswith("anthropic-ratelimit-unified-") for h in headers):
+        claim = headers.get("anthropic-ratelimit-unified-representative-claim", "usage limit")
+        reset = headers.get("anthropic-ratelimit-unified-reset", "")
+        when = f", resets {_when(float(reset))}" if reset.replace(".", "", 1).isdigit() else ""
         return Check(
-            name=name, status="fail",
-            detail=f"{said} without rate-limit headers: the identity gate refused this model family",
-            fix="Anthropic refuses this family to this client even with Claude Code's identity line "
-                "(Haiku is usually exempt); use a family that answers ok",
+            name=name, status="warn", detail=f"{said}: rate limited ({claim}){when}",
+            fix="wait for the reset, or add another account to a pool (`litellm claude login --account NAME`)",
         )  # fmt: skip
-    if code == 400 and "extra usage" in lowered:
-        return Check(
-            name=name, status="fail", detail=f"{said}: Anthropic bills this client as extra usage and none is left",
-            fix="turn on or top up extra usage at claude.ai/settings/usage, or use this account from Claude Code only",
-        )  # fmt: skip
-    if code == 400 and "claude code" in lowered:
-        return Check(
-            name=name, status="fail", detail=f"{said}: the identity line was not accepted",
-            fix="keep CLAUDE_CODE_SYSTEM_PROMPT at its default",
-        )  # fmt: skip
+    refusal = classify(code, headers, response.content)
+    if refusal is not None and refusal.kind in _REFUSALS:
+        verdict, meaning, fix = _REFUSALS[refusal.kind]
+        return Check(name=name, status=verdict, detail=f"{said}: {meaning}", fix=fix)
+    if refusal is not None:
+        return Check(name=name, status="warn" if refusal.retryable else "fail", detail=refusal.message)
     if code == 401:
         return Check(name=name, status="fail", detail=f"{said}: the token was refused",
                      fix="`litellm claude refresh`, or log in again")  # fmt: skip
-    if code == 403:
-        return Check(name=name, status="fail", detail=f"{said}: the token lacks a permission",
-                     fix="log in again (`litellm claude login`) so the token has the user:inference scope")  # fmt: skip
-    if code == 404:
-        return Check(name=name, status="fail", detail=f"{said}: no such model for this account",
-                     fix="use an id from `litellm claude models` in the proxy config")  # fmt: skip
     if code >= 500:
-        return Check(name=name, status="warn", detail=f"{said}: Anthropic is busy or failing",
-                     fix="try again in a few minutes")  # fmt: skip
+        return Check(name=name, status="warn", detail=f"{said}: Anthropic is failing", fix="try again in a few minutes")
     return Check(name=name, status="fail", detail=said)
 
 

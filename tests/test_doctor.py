@@ -90,7 +90,7 @@ def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ("response", "status", "words"),
     [
         (ok_message(), "pass", "claude-opus-5-5: ok (200)"),
-        (api_error(429, "rate_limit_error", "Error"), "fail", "429 'Error' without rate-limit headers: the identity gate"),
+        (api_error(429, "rate_limit_error", "Error"), "fail", "429 'Error': the identity gate refused this model family (headerless 429)"),
         (api_error(429, "rate_limit_error", "This request would exceed your account's rate limit.",
                    {"retry-after": "60", "anthropic-ratelimit-unified-representative-claim": "five_hour",
                     "anthropic-ratelimit-unified-reset": str(int(NOW))}),
@@ -101,9 +101,15 @@ def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         (api_error(400, "invalid_request_error", "This credential is only authorized for use with Claude Code and "
                    "cannot be used for other API requests."), "fail", "the identity line was not accepted"),
         (api_error(401, "authentication_error", "Invalid bearer token"), "fail", "the token was refused"),
-        (api_error(403, "permission_error", "OAuth token does not meet scope requirement"), "fail", "lacks a permission"),
+        (api_error(403, "permission_error", "OAuth token does not meet scope requirement"), "fail", "lacks a scope this call needs"),
         (api_error(404, "not_found_error", "model: claude-opus-5-5"), "fail", "no such model for this account"),
-        (api_error(529, "overloaded_error", "Overloaded"), "warn", "busy or failing"),
+        (api_error(529, "overloaded_error", "Overloaded"), "warn", "Anthropic is overloaded"),
+        (api_error(500, "api_error", "Internal server error"), "warn", "Anthropic is failing"),
+        (api_error(429, "rate_limit_error", "Rate limited"), "warn", "throttling requests"),
+        (api_error(403, "permission_error", "OAuth authentication is currently not allowed for this organization."),
+         "fail", "refuses this account's organization"),
+        (api_error(400, "invalid_request_error", "Third-party apps now draw from your extra usage, not your plan "
+                   "limits."), "fail", "bills this client as extra usage"),
         (api_error(418, "teapot", "short and stout"), "fail", "418 'short and stout'"),
     ],
 )  # fmt: skip
@@ -113,6 +119,7 @@ def test_classify_probe(response: httpx.Response, status: str, words: str) -> No
     assert "\n" not in check.detail
     if status in ("fail", "warn") and response.status_code != 418:
         assert check.fix
+    assert "Bearer" not in check.detail
 
 
 def test_probe_body_is_one_token_with_the_identity_block_alone() -> None:
@@ -225,7 +232,7 @@ def test_doctor_reports_each_upstream_answer_with_its_fix(api) -> None:
     assert "❌ config models: 1 of 3 claude-oauth deployments in config.oauth.yaml name models this account does " \
            "not get" in output  # fmt: skip
     assert "claude-opus-5-5 → claude-opus-5" in output
-    assert "❌ probe opus: claude-opus-5: 429 'Error' without rate-limit headers" in output
+    assert "❌ probe opus: claude-opus-5: 429 'Error': the identity gate refused this model family" in output
     lines = output.splitlines()
     assert lines[lines.index(next(line for line in lines if "probe opus" in line)) + 1].startswith("   fix: ")
 
