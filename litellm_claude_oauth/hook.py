@@ -128,7 +128,10 @@ class ClaudeOAuthHandler(CustomLogger):
     def _configured(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The deployment's litellm_params as the proxy config has them (not as the request may override)."""
         router = _router()
-        model_id = (kwargs.get("model_info") or {}).get("id")
+        model_info = kwargs.get("model_info") or {}
+        # A request with client-side credentials runs on a per-request copy of the
+        # deployment, made from the client's values; the config's is the original.
+        model_id = model_info.get("original_model_id") or model_info.get("id")
         if router is None or not model_id:
             return None
         deployment = router.get_model_info(id=str(model_id))
