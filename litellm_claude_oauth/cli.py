@@ -230,10 +230,9 @@ def status(account: str | None, as_json: bool) -> None:
     """
     from .errors import ClaudeOAuthError
 
-    async def collect(m: TokenManager) -> tuple[list[AccountStatus], float]:
-        warn_days = float(getattr(m.settings, "refresh_warning_days", 3))
+    async def collect(m: TokenManager) -> list[AccountStatus]:
         if account is not None:
-            return [await m.status(account)], warn_days
+            return [await m.status(account)]
         try:
             names = await m.accounts()
         except ClaudeOAuthError as exc:
@@ -246,25 +245,24 @@ def status(account: str | None, as_json: bool) -> None:
                 encrypted=m.store.encrypted,
                 error=str(exc),
             )
-            return [broken], warn_days
-        return [await m.status(name) for name in names or [m.settings.default_account]], warn_days
+            return [broken]
+        return [await m.status(name) for name in names or [m.settings.default_account]]
 
-    statuses, warn_days = _run(collect)
+    statuses = _run(collect)
     if as_json:
         click.echo(json.dumps({"accounts": [s.model_dump(mode="json") for s in statuses]}, indent=2))
     else:
-        _print_status(statuses, warn_days)
+        _print_status(statuses)
     if any(_needs_attention(s) for s in statuses):
         sys.exit(1)
 
 
 def _needs_attention(s: AccountStatus) -> bool:
-    refresh_end = getattr(s, "refresh_expires_at", None)
-    refresh_dead = refresh_end is not None and refresh_end <= time.time() and not s.valid
-    return bool(not s.logged_in or s.error or s.relogin_reason or (not s.valid and not s.refreshable) or refresh_dead)
+    # An ended refresh token arrives as relogin_reason.
+    return bool(not s.logged_in or s.error or s.relogin_reason or (not s.valid and not s.refreshable))
 
 
-def _print_status(statuses: list[AccountStatus], warn_days: float) -> None:
+def _print_status(statuses: list[AccountStatus]) -> None:
     _say("🔍 Claude OAuth Status")
     _say(RULE)
     first = statuses[0]
@@ -292,8 +290,10 @@ def _print_status(statuses: list[AccountStatus], warn_days: float) -> None:
             _say(f"   • Expires in: {_human_duration(s.expires_in_seconds)} ({_when(s.expires_at)})")
         else:
             _say(f"   • Expired: {_human_duration(s.expires_in_seconds)} ago ({_when(s.expires_at)})")
-        for line in _refresh_lines(s, warn_days):
+        for line in _refresh_lines(s):
             _say(line)
+        for warning in s.warnings:
+            _say(f"   ⚠️  {warning}")
         if s.account_email:
             _say(f"   • Account: {s.account_email}")
         if s.organization_name:
@@ -305,26 +305,19 @@ def _print_status(statuses: list[AccountStatus], warn_days: float) -> None:
             )
         if s.source and s.source != "oauth":
             _say(f"   • Source: {s.source}{'' if s.refreshable else ' (cannot be refreshed)'}")
-        if linked := getattr(s, "linked_credentials", None):
-            _say(f"   • Linked to Claude Code: {linked}")
+        if s.linked_credentials:
+            _say(f"   • Linked to Claude Code: {s.linked_credentials}")
 
 
-def _refresh_lines(s: AccountStatus, warn_days: float) -> list[str]:
-    """The refresh token's absolute end (a re-login is due then), with a warning ahead of it."""
-    end = getattr(s, "refresh_expires_at", None)
+def _refresh_lines(s: AccountStatus) -> list[str]:
+    """The refresh token's absolute end: a new login is due then, whatever refreshes happen."""
+    end = s.refresh_expires_at
     if not s.refreshable or end is None:
         return []
     left = end - time.time()
     if left <= 0:
         return [f"   • Refresh token: ❌ ended {_human_duration(left)} ago ({_when(end)}): run litellm claude login"]
-    lines = [f"   • Refresh token ends: in {_human_duration(left)} ({_when(end)})"]
-    warnings = getattr(s, "warnings", None)
-    if warnings:
-        lines.extend(f"   ⚠️  {w}" for w in warnings)
-    elif warnings is None and left <= warn_days * 86_400:
-        # A manager without status warnings: say it here.
-        lines.append(f"   ⚠️  the refresh token ends in {_human_duration(left)}; log in again before then")
-    return lines
+    return [f"   • Refresh token ends: in {_human_duration(left)} ({_when(end)})"]
 
 
 @claude.command()
@@ -466,7 +459,7 @@ def import_(source: str | None, setup_token: str | None, linked: bool, account: 
 
 
 def _read_import(source: str | None, setup_token: str | None, settings: Settings) -> _Imported:
-    from .claude_code import DEFAULT_CREDENTIALS_FILE, CredentialsFileError, read_credentials
+    from .claude_code import CredentialsFileError, read_credentials
     from .tokens import TokenSet
 
     def setup(raw: str, origin: str) -> _Imported:
@@ -488,8 +481,7 @@ def _read_import(source: str | None, setup_token: str | None, settings: Settings
         return setup(env_token, "CLAUDE_CODE_OAUTH_TOKEN")
     if source == "-":
         return _parse_import(sys.stdin.read(), "stdin")
-    default = getattr(settings, "claude_code_credentials_file", None) or DEFAULT_CREDENTIALS_FILE
-    path = Path(source or default).expanduser()
+    path = Path(source).expanduser() if source else settings.claude_code_credentials_file
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -35,7 +35,6 @@ from .models import (
     fetch_models,
     http_client,
     load_config,
-    user_agent,
 )
 from .settings import DEFAULT_SYSTEM_PROMPT
 
@@ -155,7 +154,7 @@ async def check_access_token(manager: TokenManager, account: str) -> tuple[Check
 def check_refresh_token(tokens: TokenSet, settings: Settings, account: str, now: float | None = None) -> Check:
     """The refresh token's absolute end: warn ``refresh_warning_days`` before, fail after."""
     now = time.time() if now is None else now
-    warn = float(getattr(settings, "refresh_warning_days", 3)) * DAY
+    warn = settings.refresh_warning_days * DAY
     login = _login_cmd(account, settings.default_account)
     if tokens.refresh_token is None:
         left = tokens.expires_at - now
@@ -164,8 +163,7 @@ def check_refresh_token(tokens: TokenSet, settings: Settings, account: str, now:
             fix = "make a new one (`claude setup-token`, then `litellm claude import --setup-token`) or use " + login
             return Check(name="refresh token", status="warn", detail=detail, fix=fix)
         return Check(name="refresh token", status="pass", detail=detail)
-    end_of = getattr(tokens, "refresh_expires", None)
-    end = end_of(getattr(settings, "refresh_token_default_days", None)) if callable(end_of) else None
+    end = tokens.refresh_expires(settings.refresh_token_default_days)
     if end is None:
         return Check(name="refresh token", status="pass", detail="present; Anthropic did not say when it ends")
     left = end - now
@@ -370,7 +368,7 @@ async def run_doctor(
         add(Check(name="anthropic", status="skip", detail="no usable access token: Anthropic not asked"))
         return DoctorReport(account=name, checks=checks)
 
-    agent = user_agent(settings)
+    agent = settings.user_agent
     async with http_client(settings, http) as client:
         upstream: list[UpstreamModel] | None = None
         try:

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from . import __version__
 from .errors import ClaudeOAuthError
+from .settings import DEFAULT_USER_AGENT
 
 if TYPE_CHECKING:
     from .manager import TokenManager
+    from .settings import Settings
 
 ANTHROPIC_VERSION = "2023-06-01"
 OAUTH_BETA = "oauth-2025-04-20"
-DEFAULT_USER_AGENT = f"litellm-claude-oauth/{__version__}"
 DEFAULT_CONFIG = "config.oauth.yaml"
 OAUTH_MARKER = "claude-oauth"
 PAGE_LIMIT = 1000
@@ -89,11 +89,6 @@ class ModelsReport(BaseModel):
     @property
     def unserved(self) -> list[ConfigCheck]:
         return [c for c in self.config if not c.served]
-
-
-def user_agent(settings: object) -> str:
-    # ``Settings.user_agent`` may not exist in every version; the default is honest either way.
-    return getattr(settings, "user_agent", None) or DEFAULT_USER_AGENT
 
 
 def api_headers(access_token: str, *, agent: str = DEFAULT_USER_AGENT) -> dict[str, str]:
@@ -239,12 +234,12 @@ async def fetch_with_refresh(manager: TokenManager, account: str | None, http: h
     settings = manager.settings
     tokens = await manager.get_tokens(account)
     try:
-        return await fetch_models(http, settings.api_base, tokens.access, agent=user_agent(settings))
+        return await fetch_models(http, settings.api_base, tokens.access, agent=settings.user_agent)
     except UpstreamError as exc:
         if exc.status_code != 401 or tokens.refresh_token is None:
             raise
     tokens = await manager.force_refresh(account, stale_access=tokens.access)
-    return await fetch_models(http, settings.api_base, tokens.access, agent=user_agent(settings))
+    return await fetch_models(http, settings.api_base, tokens.access, agent=settings.user_agent)
 
 
 async def models_report(
@@ -268,12 +263,12 @@ async def models_report(
 
 
 @contextlib.asynccontextmanager
-async def http_client(settings: object, http: httpx.AsyncClient | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def http_client(settings: Settings, http: httpx.AsyncClient | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """The caller's client, or one of our own for the duration."""
     if http is not None:
         yield http
         return
-    async with httpx.AsyncClient(timeout=getattr(settings, "http_timeout_seconds", 30.0)) as client:
+    async with httpx.AsyncClient(timeout=settings.http_timeout_seconds) as client:
         yield client
 
 

@@ -354,3 +354,13 @@ def test_code_starting_with_a_dash_is_not_an_option(run, token_endpoint: FakeTok
     token_endpoint.codes[prefix + code] = token_endpoint.codes.pop(code)
     result = run("callback", f"{prefix}{code}#{state}")
     assert result.exit_code == 0, result.output
+
+
+def test_status_exits_1_when_the_refresh_token_has_ended(run) -> None:
+    now = time.time()
+    doc = {"access_token": "sk-ant-oat01-a", "refresh_token": "sk-ant-ort01-a", "expires_at": now + 3600,
+           "refresh_expires_at": now - 60}
+    assert run("import", "-", input=json.dumps(doc)).exit_code == 0
+    result = run("status")
+    assert result.exit_code == 1
+    assert "Refresh token: ❌ ended" in result.output and "Re-login required" in result.output
