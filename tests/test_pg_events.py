@@ -14,8 +14,14 @@ from urllib.parse import urlencode
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from litellm_claude_oauth.errors import NotLoggedInError
+from litellm_claude_oauth.manager import TokenManager
+from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.store.pg_events import PostgresAccountEvents, pg_channel
+
+from .conftest import FakeTokenEndpoint
 
 pytestmark = [
     pytest.mark.postgres,
@@ -145,3 +151,37 @@ def test_channel_names() -> None:
     assert pg_channel("a") != pg_channel("b")
     long = pg_channel("n" * 100)
     assert len(long.encode()) <= 63 and long != pg_channel("n" * 99)
+
+
+async def test_logout_in_one_worker_reaches_the_others_without_redis(
+    env: dict[str, str], token_endpoint: FakeTokenEndpoint, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two workers on one Postgres store, no Redis: the manager wires PostgresAccountEvents.
+    schema = f"lco_test_{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as raw:
+        await raw.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    monkeypatch.setenv("CLAUDE_TOKEN_STORE", "postgres")
+    monkeypatch.setenv("CLAUDE_OAUTH_DATABASE_URL", with_query(pg_dsn, schema=schema))
+    worker_a = TokenManager.from_settings(Settings.from_env())
+    worker_b = TokenManager.from_settings(Settings.from_env())
+    try:
+        assert isinstance(worker_a._events, PostgresAccountEvents)
+        seen_a: list[str] = []
+        worker_a.listen_for_changes(seen_a.append)
+        worker_b.listen_for_changes()
+        await until_heard(worker_b._events, seen_a)  # type: ignore[arg-type]
+
+        start = await worker_a.start_login()
+        await worker_b.complete_login(token_endpoint.authorize(start.authorization_url))
+        assert await worker_a.get_access_token() == await worker_b.get_access_token()
+        await asyncio.sleep(0.2)  # the login's own event has come and gone
+        seen_a.clear()
+        await worker_b.logout()
+        await eventually(lambda: "default" in seen_a)
+        with pytest.raises(NotLoggedInError):
+            await worker_a.get_access_token()
+    finally:
+        await worker_a.aclose()
+        await worker_b.aclose()
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as raw:
+            await raw.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
