@@ -17,9 +17,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
@@ -388,8 +387,7 @@ ARGV_TOKEN_WARNING = (
 )
 
 
-@dataclass(frozen=True)
-class _Imported:
+class _Imported(NamedTuple):
     tokens: TokenSet
     origin: str
     # Set when the tokens came from a Claude Code credentials file on disk (linkable).
