@@ -1,8 +1,12 @@
-"""test_oauth_docker.sh --url: the seed's whole workflow against a locally started proxy (no Docker)."""
+"""test_oauth_docker.sh --url: the seed's whole workflow against a locally started proxy (no Docker).
+
+Its Docker mode runs in CI (.ci/docker.sh), where a Docker engine can be started.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,23 +26,57 @@ def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def curl_recorder(tmp_path: Path) -> tuple[Path, Path]:
+    """A `curl` first on PATH that appends its arguments to a file, then runs the real curl."""
+    real = shutil.which("curl")
+    assert real, "curl is needed"
+    bin_dir, log = tmp_path / "bin", tmp_path / "curl-argv.log"
+    bin_dir.mkdir()
+    shim = bin_dir / "curl"
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    return bin_dir, log
+
+
 def test_script_passes_against_local_proxy_and_fake_anthropic(fake: FakeAnthropic, tmp_path: Path) -> None:
     proxy = start_proxy(proxy_env(fake, tmp_path), tmp_path / "proxy.log")
-    env = {**os.environ, "FAKE_AUTHORIZE_URL": f"{fake.url}/_fake/authorize", "NO_PROXY": "127.0.0.1,localhost"}
+    bin_dir, argv_log = curl_recorder(tmp_path)
+    env = {
+        **os.environ,
+        "FAKE_AUTHORIZE_URL": f"{fake.url}/_fake/authorize",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+    }
     try:
-        result = run_script("--url", proxy.url, "--key", MASTER_KEY, "--non-interactive", env=env)
+        result = run_script("--url", proxy.url, "--non-interactive", env=env)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert "0 failed" in output
         # It really logged in through the OAuth endpoints and chatted through the proxy.
         assert fake.exchange_count == 1 and fake.messages_count >= 2
+        # Audit L9: curl got the key from a file, never as an argument (visible in ps).
+        calls = argv_log.read_text().splitlines()
+        assert len(calls) >= 6 and any("-H @" in c for c in calls)
+        assert not [c for c in calls if MASTER_KEY in c]
 
         wrong_key = run_script("--url", proxy.url, "--key", "sk-wrong", "--non-interactive", env=env)
-        assert wrong_key.returncode != 0
+        assert wrong_key.returncode == 1
+        assert "refused" in wrong_key.stdout + wrong_key.stderr
     finally:
         stop_proxy(proxy)
 
 
-def test_script_usage_errors_exit_2() -> None:
-    result = run_script("--no-such-option", env=dict(os.environ))
-    assert result.returncode == 2
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--no-such-option"],
+        ["--url"],
+        ["--url", "http://127.0.0.1:9", "--override", ".ci/docker-compose.ci.yml"],
+        ["--override", "no-such-compose-file.yml"],
+        ["--cleanup", "--url", "http://127.0.0.1:9"],
+    ],
+)
+def test_script_usage_errors_exit_2(args: list[str]) -> None:
+    result = run_script(*args, env=dict(os.environ))
+    assert result.returncode == 2, result.stdout + result.stderr
