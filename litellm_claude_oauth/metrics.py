@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 PREFIX = "claude_oauth_"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format, which every Prometheus version reads; recent prometheus_client
+# labels its output version 1.0.0, but our names never need that version's escaping.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Results refresh_finished() expects; anything else is counted as "error".
 REFRESH_RESULTS = frozenset({"ok", "invalid_grant", "rate_limited", "error", "adopted"})
 

@@ -1,7 +1,9 @@
 """``/auth/claude/oauth/*``: the login and token management API, admin-only.
 
-Every route requires the LiteLLM master key (or another PROXY_ADMIN key). Responses
-carry status only: tokens never leave the process through this API.
+Every route requires the LiteLLM master key (or another PROXY_ADMIN key); ``/metrics``
+also takes the read-only ``CLAUDE_OAUTH_METRICS_TOKEN``. Responses carry status only:
+tokens never leave the process through this API. The plugin's errors answer with their
+``http_status`` (errors.py) and one-line message, mapped once in :class:`AdminRoute`.
 """
 
 from __future__ import annotations
@@ -9,32 +11,24 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
-from .errors import (
-    ClaudeOAuthError,
-    InvalidGrantError,
-    LoginStateError,
-    NotLoggedInError,
-    OAuthError,
-    RateLimitedError,
-    ReloginRequiredError,
-    TokenStoreError,
-)
+from .errors import ClaudeOAuthError, RetryLater
 from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
+from .quotas import AccountQuota, Quotas, get_quotas
 from .settings import ACCOUNT_ID_PATTERN, validate_account_id
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/auth/claude/oauth"
-
 
 def _check_account(value: str | None) -> str | None:
     return None if value is None else validate_account_id(value)
@@ -56,8 +50,14 @@ class ExchangeRequest(AccountRequest):
     state: str | None = Field(default=None, max_length=512)
 
 
+class AccountView(AccountStatus):
+    """An account's status plus its rate-limit windows as last reported by Anthropic (None: none seen yet)."""
+
+    quota: AccountQuota | None = None
+
+
 class StatusResponse(BaseModel):
-    accounts: list[AccountStatus]
+    accounts: list[AccountView]
 
 
 class LogoutResponse(BaseModel):
@@ -66,23 +66,8 @@ class LogoutResponse(BaseModel):
 
 
 def _error(exc: ClaudeOAuthError) -> HTTPException:
-    status = 500
-    headers: dict[str, str] | None = None
-    if isinstance(exc, (LoginStateError, InvalidGrantError)):
-        status = 400
-    elif isinstance(exc, NotLoggedInError):
-        status = 404
-    elif isinstance(exc, ReloginRequiredError):
-        status = 409
-    elif isinstance(exc, RateLimitedError):
-        status = 429
-        if exc.retry_after is not None:
-            headers = {"Retry-After": str(int(exc.retry_after))}
-    elif isinstance(exc, OAuthError):
-        status = 502
-    elif isinstance(exc, TokenStoreError):
-        status = 503
-    return HTTPException(status_code=status, detail=str(exc), headers=headers)
+    headers = exc.retry_after_header() if isinstance(exc, RetryLater) else {}
+    return HTTPException(status_code=exc.http_status, detail=str(exc), headers=headers or None)
 
 
 def _account_query(
@@ -141,17 +126,46 @@ def current_manager() -> TokenManager:
     return get_manager()
 
 
+def current_quotas() -> Quotas:
+    return get_quotas(get_manager().settings)
+
+
+def _manager_for(request: Request) -> TokenManager:
+    """The manager the routes get (honouring ``app.dependency_overrides``, as tests set them)."""
+    provider = request.app.dependency_overrides.get(current_manager, current_manager)
+    manager: TokenManager = provider()
+    return manager
+
+
 class AdminRoute(APIRoute):
-    """Checks the admin key before FastAPI reads the body: a stranger gets 401, never a parse error."""
+    """Checks the key before FastAPI reads the body (a stranger gets 401, never a parse error),
+    and answers the plugin's errors with their ``http_status`` and one-line message."""
+
+    async def authorize(self, request: Request) -> None:
+        await require_admin(request)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def guarded(request: Request) -> Response:
-            await require_admin(request)
-            return await handler(request)
+            await self.authorize(request)
+            try:
+                return await handler(request)
+            except ClaudeOAuthError as exc:
+                raise _error(exc) from None
 
         return guarded
+
+
+class MetricsRoute(AdminRoute):
+    """The admin key, or the read-only ``CLAUDE_OAUTH_METRICS_TOKEN`` (for a Prometheus scrape job)."""
+
+    async def authorize(self, request: Request) -> None:
+        token = _manager_for(request).settings.metrics_token
+        key = _presented_key(request)
+        if token is not None and key and hmac.compare_digest(key.encode(), token.get_secret_value().encode()):
+            return
+        await require_admin(request)
 
 
 class ErrorResponse(BaseModel):
@@ -168,11 +182,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         409: "the account needs a new login",
         429: "Anthropic rate-limited the token endpoint (see Retry-After)",
         502: "Anthropic's token endpoint failed",
-        503: "the token store is unreachable",
+        503: "the token store is unreachable, or the plugin is misconfigured",
     }.items()
 }
 
 Manager = Annotated[TokenManager, Depends(current_manager)]
+QuotaView = Annotated[Quotas, Depends(current_quotas)]
 Account = Annotated[str | None, Depends(_account_query)]
 router = APIRouter(prefix=PREFIX, tags=["Claude OAuth"], route_class=AdminRoute, responses=_ERRORS)
 
@@ -180,53 +195,89 @@ router = APIRouter(prefix=PREFIX, tags=["Claude OAuth"], route_class=AdminRoute,
 @router.get("/start", response_model=LoginStart)
 async def start(m: Manager, account: Account) -> LoginStart:
     """Begin a login: open ``authorization_url``, then POST the code to ``/exchange``."""
-    try:
-        return await m.start_login(account)
-    except ClaudeOAuthError as exc:
-        raise _error(exc) from None
+    return await m.start_login(account)
 
 
 @router.post("/exchange", response_model=AccountStatus)
 async def exchange(body: ExchangeRequest, m: Manager) -> AccountStatus:
-    try:
-        record = await m.complete_login(body.code, state=body.state, account=body.account)
-        return await m.status(record.account)
-    except ClaudeOAuthError as exc:
-        raise _error(exc) from None
+    record = await m.complete_login(body.code, state=body.state, account=body.account)
+    return await m.status(record.account)
 
 
 @router.get("/status", response_model=StatusResponse)
-async def status(m: Manager, account: Account) -> StatusResponse:
-    try:
-        names = [account] if account else (await m.accounts() or [m.settings.default_account])
-    except ClaudeOAuthError as exc:
-        raise _error(exc) from None
-    return StatusResponse(accounts=[await m.status(name) for name in names])
+async def status(m: Manager, q: QuotaView, account: Account) -> StatusResponse:
+    """Every account (or one): token validity, refresh-token end and warnings, cooldowns, quota windows."""
+    names = [account] if account else (await m.accounts() or [m.settings.default_account])
+    await q.sync()  # the other workers' observations too
+    views = []
+    for name in names:
+        quota = q.view(name)
+        views.append(AccountView(**(await m.status(name)).model_dump(), quota=quota if quota.windows else None))
+    return StatusResponse(accounts=views)
 
 
 @router.post("/refresh", response_model=AccountStatus)
 async def refresh(m: Manager, account: Account, body: AccountRequest | None = None) -> AccountStatus:
     name = (body.account if body else None) or account
-    try:
-        await m.force_refresh(name)
-        return await m.status(name)
-    except ClaudeOAuthError as exc:
-        raise _error(exc) from None
+    await m.force_refresh(name)
+    return await m.status(name)
 
 
-@router.get("/metrics", response_model=ManagerStats)
-async def metrics(m: Manager) -> ManagerStats:
-    """This worker's counters (each proxy worker has its own)."""
-    return m.stats
+def _wants_prometheus(fmt: str | None, accept: str) -> bool:
+    """``?format=`` decides; else the Accept header: Prometheus asks for text/plain or OpenMetrics,
+    the JSON view answers everything else (``*/*``, application/json) as it always has."""
+    if fmt is not None:
+        return fmt == "prometheus"
+    best: dict[str, tuple[float, int]] = {}
+    for position, item in enumerate(accept.lower().split(",")):
+        kind, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        family = "json" if kind == "application/json" else "text" if kind in (
+            "text/plain", "application/openmetrics-text") else None
+        if family and q > best.get(family, (0.0, 0))[0]:
+            best[family] = (q, -position)
+    return best.get("text", (0.0, 0)) > best.get("json", (0.0, 0))
+
+
+async def metrics(
+    request: Request,
+    m: Manager,
+    q: QuotaView,
+    format: Annotated[  # noqa: A002 - the query parameter's public name
+        Literal["json", "prometheus"] | None,
+        Query(description="`prometheus` (text format) or `json` (this worker's counters); default from Accept"),
+    ] = None,
+) -> Response:
+    """Prometheus text (counters summed over workers with PROMETHEUS_MULTIPROC_DIR, state per account),
+    or this worker's JSON counters. Admin key or CLAUDE_OAUTH_METRICS_TOKEN."""
+    if _wants_prometheus(format, request.headers.get("accept", "")):
+        from .metrics import CONTENT_TYPE, render, snapshot
+
+        return Response(render(await snapshot(m, q)), media_type=CONTENT_TYPE)
+    return JSONResponse(m.stats.model_dump())
+
+
+router.add_api_route(
+    "/metrics",
+    metrics,
+    methods=["GET"],
+    response_model=ManagerStats,
+    route_class_override=MetricsRoute,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                     "description": "JSON counters of this worker, or the Prometheus text exposition"}},
+)
 
 
 @router.post("/logout", response_model=LogoutResponse)
 async def logout(m: Manager, account: Account, body: AccountRequest | None = None) -> LogoutResponse:
     name = m.account_id((body.account if body else None) or account)
-    try:
-        return LogoutResponse(account=name, logged_out=await m.logout(name))
-    except ClaudeOAuthError as exc:
-        raise _error(exc) from None
+    return LogoutResponse(account=name, logged_out=await m.logout(name))
 
 
 def mount(app: FastAPI) -> None:
