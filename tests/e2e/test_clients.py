@@ -90,8 +90,7 @@ def stack(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def new_requests(fake: FakeAnthropic, since: int) -> list[RecordedRequest]:
-    with fake._lock:  # the fake appends on its own thread
-        return list(fake.requests[since:])
+    return fake.requests[since:]  # a slice is a copy; the fake only ever appends
 
 
 def bearer(request: RecordedRequest) -> str:
@@ -172,7 +171,7 @@ def test_claude_code_on_the_stored_account(stack: Stack, claude: Path) -> None:
     assert sent and all(r.status == 200 for r in sent), [(r.path, r.status) for r in sent]
     assert {bearer(r) for r in sent} == {stack.stored_token}, "not answered by the stored account"
     assert all("x-api-key" not in r.headers for r in sent)
-    assert_passed_unchanged(sent[-1], recorded)
+    assert_passed_unchanged(sent[0], recorded)  # the first turn; the fake may answer with tool calls
 
 
 @pytest.mark.parametrize("mode", ["stored", "own-login"])
@@ -200,8 +199,8 @@ def test_claude_code_with_its_own_login(stack: Stack, claude: Path) -> None:
     tokens = {bearer(r) for r in sent}
     assert stack.stored_token not in tokens, "answered by the proxy's stored account, not the client's own login"
     assert tokens == {stack.client_token}
-    assert "oauth-2025-04-20" in sent[-1].headers.get("anthropic-beta", "")
-    assert_passed_unchanged(sent[-1], recorded)
+    assert "oauth-2025-04-20" in sent[0].headers.get("anthropic-beta", "")
+    assert_passed_unchanged(sent[0], recorded)  # the first turn; the fake may answer with tool calls
 
 
 def test_claude_code_with_a_bogus_own_token_gets_401_not_the_stored_account(stack: Stack, claude: Path) -> None:
@@ -239,23 +238,40 @@ def test_anthropic_sdk_message(stack: Stack, anthropic_client: anthropic.Anthrop
     assert system_texts(sent.body) == [CLAUDE_CODE_IDENTITY]
 
 
-def sse_event_types(url: str, headers: dict[str, str], body: dict[str, Any]) -> list[str]:
-    """The ``type`` of every SSE event a POST to ``url`` streams back, ``ping`` included."""
-    types = []
+def sse_events(url: str, headers: dict[str, str], body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every SSE event a POST to ``url`` streams back, ``ping`` included."""
     with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
         assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                types.append(json.loads(line[6:])["type"])
-    return types
+        return [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
 
 
-def test_anthropic_stream_keeps_the_event_order(stack: Stack, anthropic_client: anthropic.Anthropic) -> None:
-    messages = [{"role": "user", "content": "Stream this please"}]
+def event_shape(event: dict[str, Any]) -> tuple[str, ...]:
+    """An event's type and its block/delta type; plus the payload that must survive byte for byte."""
+    block, delta = event.get("content_block") or {}, event.get("delta") or {}
+    kept = {k: delta.get(k) for k in ("thinking", "signature", "text", "partial_json", "stop_reason") if k in delta}
+    kept |= {k: block.get(k) for k in ("name", "signature") if k in block}
+    return (event["type"], str(block.get("type", "")), str(delta.get("type", "")), json.dumps(kept, sort_keys=True))
+
+
+STREAM_CASES = {
+    "text": {"messages": [{"role": "user", "content": "Stream this please"}]},
+    "thinking-and-tool-use": {
+        "messages": [{"role": "user", "content": "Please call get_weather for Paris"}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"name": "get_weather", "description": "Weather for a city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}],
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_anthropic_stream_passes_events_unchanged(stack: Stack, anthropic_client: anthropic.Anthropic, case: str) -> None:
+    request = {"model": MODEL, "max_tokens": 2048, **STREAM_CASES[case]}
     since = len(stack.fake.requests)
-    events = list(anthropic_client.messages.create(model=MODEL, max_tokens=50, messages=messages, stream=True))
+    events = list(anthropic_client.messages.create(**request, stream=True))
     text = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
-    assert text == f"Hello from fake Claude ({UPSTREAM_MODEL}): Stream this please"
+    prompt = request["messages"][0]["content"]
+    assert text == f"Hello from fake Claude ({UPSTREAM_MODEL}): {prompt}"
     assert events[0].type == "message_start" and events[0].message.usage.input_tokens > 0
     (sent,) = [r for r in new_requests(stack.fake, since) if r.path == "/v1/messages"]
     assert bearer(sent) == stack.stored_token and sent.body.get("stream") is True
@@ -263,14 +279,14 @@ def test_anthropic_stream_keeps_the_event_order(stack: Stack, anthropic_client: 
     # The same request straight to the fake, and raw through the proxy (the SDK hides `ping`).
     upstream_headers = {"authorization": f"Bearer {stack.stored_token}", "anthropic-version": "2023-06-01",
                         "anthropic-beta": "oauth-2025-04-20"}  # fmt: skip
-    direct = sse_event_types(f"{stack.fake.url}/v1/messages", upstream_headers, sent.body)
-    proxied = sse_event_types(
-        f"{stack.proxy.url}/v1/messages",
-        {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"},
-        {"model": MODEL, "max_tokens": 50, "messages": messages, "stream": True},
-    )
-    assert [e.type for e in events] == [t for t in direct if t != "ping"]
-    assert proxied == direct, f"through the proxy: {proxied}\nfrom the fake:     {direct}"
+    direct = [event_shape(e) for e in sse_events(f"{stack.fake.url}/v1/messages", upstream_headers, sent.body)]
+    proxied = [
+        event_shape(e)
+        for e in sse_events(f"{stack.proxy.url}/v1/messages", {"x-api-key": MASTER_KEY, "anthropic-version": "2023-06-01"},
+                            {**request, "stream": True})
+    ]  # fmt: skip
+    assert [e.type for e in events] == [shape[0] for shape in direct if shape[0] != "ping"]
+    assert proxied == direct, "through the proxy:\n" + "\n".join(map(str, proxied)) + "\nfrom the fake:\n" + "\n".join(map(str, direct))
 
 
 def test_anthropic_sdk_tools_thinking_cache_control_and_image_pass_unchanged(
@@ -302,13 +318,20 @@ def test_anthropic_sdk_tools_thinking_cache_control_and_image_pass_unchanged(
     message = anthropic_client.messages.create(
         model=MODEL, max_tokens=2048, system=system, messages=messages, tools=tools, thinking=thinking
     )
-    assert message.content[0].text == f"Hello from fake Claude ({UPSTREAM_MODEL}): thanks"
+    assert [b.text for b in message.content if b.type == "text"] == [f"Hello from fake Claude ({UPSTREAM_MODEL}): thanks"]
     (sent,) = [r for r in new_requests(stack.fake, since) if r.path == "/v1/messages"]
     assert bearer(sent) == stack.stored_token
     assert sent.body["messages"] == messages, json.dumps(sent.body["messages"])[:2000]
     assert sent.body["tools"] == tools
     assert sent.body["thinking"] == thinking
     assert sent.body["system"] == [{"type": "text", "text": CLAUDE_CODE_IDENTITY}, *system]
+    # The reply's own thinking block and signature come back as the fake wrote them.
+    direct = httpx.post(f"{stack.fake.url}/v1/messages", json=sent.body, timeout=30, headers={
+        "authorization": f"Bearer {stack.stored_token}", "anthropic-version": "2023-06-01", "anthropic-beta": "oauth-2025-04-20"})
+    assert direct.status_code == 200, direct.text
+    upstream_thinking = [(b["thinking"], b["signature"]) for b in direct.json()["content"] if b["type"] == "thinking"]
+    assert upstream_thinking, "the fake answers a thinking request with a signed thinking block"
+    assert [(b.thinking, b.signature) for b in message.content if b.type == "thinking"] == upstream_thinking
 
 
 def test_anthropic_sdk_count_tokens(stack: Stack, anthropic_client: anthropic.Anthropic) -> None:
