@@ -180,6 +180,31 @@ def check_refresh_token(tokens: TokenSet, settings: Settings, account: str, now:
     return Check(name="refresh token", status="pass", detail=f"ends in {_duration(left)} ({_when(end)})")
 
 
+def check_linked(path: str, ours: TokenSet) -> Check:
+    """A `import --linked` account: Claude Code's file must stay readable and writable."""
+    import os
+
+    from .claude_code import CredentialsFileError, read_credentials
+
+    fix_missing = "log Claude Code in again (`claude`), or re-import without --linked (`litellm claude login` is safer)"
+    try:
+        theirs = read_credentials(path)
+    except CredentialsFileError as exc:
+        return Check(name="linked credentials", status="fail", detail=str(exc), fix=fix_missing)
+    target = Path(path).resolve()
+    if not (os.access(target, os.W_OK) and os.access(target.parent, os.W_OK)):
+        return Check(
+            name="linked credentials", status="fail", detail=f"{path} is readable but not writable by this user",
+            fix=f"let the proxy's user write {target} and its directory: refreshed tokens are written back there",
+        )  # fmt: skip
+    if theirs.refresh == ours.refresh:
+        return Check(name="linked credentials", status="pass", detail=f"{path} holds the same grant as the proxy")
+    return Check(
+        name="linked credentials", status="pass",
+        detail=f"{path} holds newer tokens from Claude Code; the proxy adopts them at its next refresh",
+    )  # fmt: skip
+
+
 async def check_redis(settings: Settings) -> Check:
     if settings.redis is None:
         return Check(name="redis", status="skip", detail="not configured (refreshes are locked through the store)")
@@ -363,7 +388,10 @@ async def run_doctor(
     if logged_in:
         access, tokens = await check_access_token(manager, name)
         add(access)
-        add(check_refresh_token(tokens or (await manager.load(name)).tokens, settings, name))
+        record = await manager.load(name)
+        add(check_refresh_token(tokens or record.tokens, settings, name))
+        if record.linked_credentials:
+            add(check_linked(record.linked_credentials, record.tokens))
     if tokens is None:
         add(Check(name="anthropic", status="skip", detail="no usable access token: Anthropic not asked"))
         return DoctorReport(account=name, checks=checks)
@@ -393,6 +421,7 @@ __all__ = [
     "Check",
     "DoctorReport",
     "check_identity_prompt",
+    "check_linked",
     "check_redis",
     "check_refresh_token",
     "classify_probe",

@@ -337,3 +337,45 @@ def test_doctor_against_the_fake_anthropic(env, tmp_path: Path, monkeypatch: pyt
         assert {k.lower(): v for k, v in request.headers.items()}["user-agent"].startswith("litellm-claude-oauth/")
     assert checks["models"]["status"] == "pass" and checks["config models"]["status"] == "pass"
     assert code == 0 and data["ok"] is True
+
+
+def _linked_import(creds: Path, refresh: str = "sk-ant-ort01-doc") -> None:
+    creds.write_text(json.dumps({"claudeAiOauth": {
+        "accessToken": "sk-ant-oat01-doc", "refreshToken": refresh, "expiresAt": int((time.time() + 3600) * 1000)}}))
+    result = CliRunner().invoke(claude, ["import", str(creds), "--linked"])
+    assert result.exit_code == 0, result.output
+
+
+def test_doctor_checks_a_linked_claude_code_file(api, tmp_path: Path) -> None:
+    (tmp_path / "config.oauth.yaml").unlink()
+    api.get(f"{API}/v1/models").mock(return_value=models_page(CURRENT))
+    creds = tmp_path / "cc" / ".credentials.json"
+    creds.parent.mkdir()
+    _linked_import(creds)
+    code, _, data = doctor("--json")
+    assert code == 0 and data is not None
+    assert by_name(data)["linked credentials"] == {
+        "name": "linked credentials", "status": "pass", "detail": f"{creds.resolve()} holds the same grant as the proxy",
+        "fix": None}  # fmt: skip
+
+    # Claude Code rotated since: still fine, the proxy adopts at its next refresh.
+    doc = json.loads(creds.read_text())
+    doc["claudeAiOauth"]["refreshToken"] = "sk-ant-ort01-rotated"
+    creds.write_text(json.dumps(doc))
+    assert "adopts them at its next refresh" in by_name(doctor("--json")[2] or {})["linked credentials"]["detail"]
+
+    creds.unlink()
+    code, output, _ = doctor()
+    assert code == 1 and "❌ linked credentials:" in output and "log Claude Code in again" in output
+
+
+def test_doctor_fails_a_linked_file_it_cannot_write(api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "config.oauth.yaml").unlink()
+    api.get(f"{API}/v1/models").mock(return_value=models_page(CURRENT))
+    creds = tmp_path / ".credentials.json"
+    _linked_import(creds)
+    # Root can write anything, so ask os.access the way an unprivileged proxy user would be answered.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
+    code, output, _ = doctor()
+    assert code == 1 and "not writable by this user" in output and "refreshed tokens are written back" in output
