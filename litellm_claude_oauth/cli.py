@@ -452,8 +452,7 @@ def import_(source: str | None, setup_token: str | None, linked: bool, account: 
         _say("     refreshed tokens back, so Claude Code and the proxy share one live refresh token.")
         _say("     The proxy needs read/write access to that file (same machine or a mounted volume).")
     elif imported.claude_code_file is not None or tokens.source == "claude-code":
-        _say("")
-        _say(SHARED_REFRESH_WARNING, err=True)
+        _say("\n" + SHARED_REFRESH_WARNING, err=True)
 
 
 def _read_import(source: str | None, setup_token: str | None, settings: Settings) -> _Imported:
