@@ -717,3 +717,49 @@ async def test_sql_ascii_database_gives_back_text(pg_dsn: str) -> None:
         await store.close()
         async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
             await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def test_concurrent_callers_when_the_server_goes_away_get_one_answer(
+    make_store: StoreFactory, pg_dsn: str, schema: str
+) -> None:
+    params = conninfo_to_dict(pg_dsn)
+    proxy = TcpProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432), free_port())
+    await proxy.start()
+    store = make_store(dsn=with_query(at_port(pg_dsn, proxy.port), schema=schema), connect_timeout=1, outage_backoff=5)
+    try:
+        await store.save(record())
+        await proxy.stop()
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.load("default") for _ in range(6)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, TokenStoreError) for r in results), results
+        messages = {str(r) for r in results}
+        assert len(messages) == 1, messages
+        assert next(iter(messages)).startswith(f"cannot reach PostgreSQL at 127.0.0.1:{proxy.port}/")
+        assert elapsed < 3.5, f"6 callers took {elapsed:.1f}s with connect_timeout=1"
+    finally:
+        await store.close()
+        await proxy.stop()
+
+
+async def test_a_caller_waiting_on_a_pool_that_is_dropped_gets_a_clear_error(
+    make_store: StoreFactory, raw: psycopg.AsyncConnection[Any]
+) -> None:
+    store = make_store(connect_timeout=5)
+    await store.save(record())
+    async with contextlib.AsyncExitStack() as stack:
+        for account in ("a", "b", "c"):  # three pooled connections pinned by refresh locks
+            await stack.enter_async_context(store.lock(account))
+        async with raw.transaction():
+            await raw.execute(sql.SQL("SELECT 1 FROM {} WHERE account_id = 'default' FOR UPDATE").format(
+                sql.Identifier(TOKENS_TABLE)))
+            blocked = asyncio.create_task(store.update("default", lambda cur: cur))  # the fourth, waiting on the row
+            await asyncio.sleep(0.3)
+            waiting = asyncio.create_task(store.load("default"))  # no connection left: queued in the pool
+            await asyncio.sleep(0.3)
+            await store._drop_pool(None)  # what a caller whose wait timed out does
+            with pytest.raises(TokenStoreError, match=r"^cannot reach PostgreSQL at .*: the connection pool was reset; try again$"):
+                await asyncio.wait_for(waiting, 5)
+        with contextlib.suppress(Exception):
+            await blocked
+    assert await store.load("default") is not None  # and the next call just works

@@ -520,12 +520,15 @@ class PostgresTokenStore:
     async def _translate_errors(self, pool: Pool | None = None) -> AsyncIterator[None]:
         """psycopg errors become one-line TokenStoreErrors; DecryptionError passes untouched."""
         import psycopg
-        from psycopg_pool import PoolTimeout
+        from psycopg_pool import PoolClosed, PoolTimeout
 
         try:
             yield
         except PoolTimeout as exc:
             raise await self._pool_timeout_error(pool, exc) from None
+        except PoolClosed:
+            # Another caller gave up on this pool while we waited for it: share its verdict.
+            raise await self._pool_closed_error() from None
         except psycopg.Error as exc:
             raise self._store_error(exc) from None
 
@@ -544,6 +547,13 @@ class PostgresTokenStore:
             f"cannot reach PostgreSQL at {self._where}: no pooled connection became free within "
             f"{self.connect_timeout:g}s ({self._reason(exc)})"
         )
+
+    async def _pool_closed_error(self) -> TokenStoreError:
+        try:
+            await self._ready()
+        except TokenStoreError as down:
+            return down
+        return TokenStoreError(f"cannot reach PostgreSQL at {self._where}: the connection pool was reset; try again")
 
     async def _drop_pool(self, pool: Pool | None) -> None:
         state = self._state
