@@ -76,7 +76,7 @@ def test_login_via_cli_is_seen_by_the_running_proxy(proxy: Proxy, fake: FakeAnth
     assert sent.headers["authorization"].startswith("Bearer sk-ant-oat01-")
     assert "oauth-2025-04-20" in sent.headers["anthropic-beta"]
     assert "x-api-key" not in sent.headers
-    assert sent.body["model"] == "claude-3-5-haiku-20241022"
+    assert sent.body["model"] == "claude-haiku-4-5-20251001"  # claude-haiku-3.5 now names its successor
 
 
 def test_identity_block_is_first_and_not_duplicated(proxy: Proxy, fake: FakeAnthropic) -> None:
