@@ -158,7 +158,10 @@ class FakeProcess:
             raise RuntimeError(f"fake Anthropic did not start: {line!r}")
 
     def authorize(self, url: str) -> tuple[str, str]:
-        data = httpx.post(f"{self.url}/_fake/authorize", json={"authorize_url": url}).json()
+        answer = httpx.post(f"{self.url}/_fake/authorize", json={"authorize_url": url})
+        if answer.status_code != 200:  # the fake checks client_id, redirect_uri, state like the real page
+            raise ValueError(answer.json().get("error_description", answer.text))
+        data = answer.json()
         return data["code"], data["state"]
 
     def stop(self) -> None:
