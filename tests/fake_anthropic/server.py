@@ -529,7 +529,8 @@ class FakeAnthropic:
         return web.json_response(self.state())
 
     def _apply_control(self, body: dict[str, Any]) -> None:
-        """One JSON object of knobs and actions; every key is checked before anything changes."""
+        """One JSON object of knobs and actions. Unknown keys, profiles and refusal kinds are
+        refused before anything changes; a malformed action spec fails where it is applied."""
         actions = {"expire_all_access_tokens", "expire_access_token", "force_401_next", "rate_limit_email",
                    "rate_limit_token", "reset_in", "profile", "clear_rate_limits", "fail_next_token_requests",
                    "reset_records", "usage", "hide_model", "show_model", "refuse", "clear_refusals",
