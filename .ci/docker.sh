@@ -198,6 +198,20 @@ check_down() {
     fi
 }
 
+# The .env.oauth the script wrote: private, with its own keys, not the example's.
+check_env_file() {
+    local mode master enc
+    mode=$(stat -c %a .env.oauth)
+    master=$(sed -n 's/^LITELLM_MASTER_KEY=//p' .env.oauth | tail -n1)
+    enc=$(sed -n 's/^CLAUDE_TOKEN_ENCRYPTION_KEY=//p' .env.oauth | tail -n1)
+    if [[ $mode == 600 && $master == sk-* && $master != "$(sed -n 's/^LITELLM_MASTER_KEY=//p' .env.oauth.example)" &&
+        $enc =~ ^[0-9a-f]{64}$ ]]; then
+        pass ".env.oauth written with mode 0600, a fresh master key and encryption key"
+    else
+        fail ".env.oauth: mode $mode, master key fresh: $([[ $master != sk-oauth-test-1234 ]] && echo yes || echo no), encryption key set: $([[ -n $enc ]] && echo yes || echo no)"
+    fi
+}
+
 cleanup() {
     local rc=$?
     if docker info >/dev/null 2>&1; then
@@ -243,6 +257,7 @@ main() {
     fi
     log "stack up and tested ($((SECONDS - STARTED))s)"
 
+    if ((MADE_ENV_FILE)); then check_env_file; fi
     local key
     key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' .env.oauth | tail -n1)
     (umask 077 && printf 'Authorization: Bearer %s\n' "$key" >"$WORK/auth-header")

@@ -87,34 +87,48 @@ build_standin() {
     rm -rf "$ctx"
 }
 
-ensure_image() {
-    local image=$1 dockerfile
-    if docker image inspect "$image" >/dev/null 2>&1; then
-        log "$image: present"
-        return 0
-    fi
-    if timeout "$PULL_TIMEOUT" docker pull -q "$image" >/dev/null 2>&1; then
-        log "$image: pulled"
-        return 0
-    fi
-    case $image in
-        python:3.11-slim) dockerfile=$STANDINS/python.Dockerfile ;;
-        postgres:16) dockerfile=$STANDINS/postgres.Dockerfile ;;
-        redis:7-alpine) dockerfile=$STANDINS/redis.Dockerfile ;;
-        *) log "$image cannot be pulled and has no stand-in"; return 1 ;;
+standin_dockerfile() {
+    case $1 in
+        python:3.11-slim) echo "$STANDINS/python.Dockerfile" ;;
+        postgres:16) echo "$STANDINS/postgres.Dockerfile" ;;
+        redis:7-alpine) echo "$STANDINS/redis.Dockerfile" ;;
+        *) return 1 ;;
     esac
-    log "$image: cannot be pulled, building a stand-in"
-    ensure_base_image
-    build_standin "$image" "$dockerfile"
+}
+
+# available IMAGE: present already, or pulled now.
+available() {
+    if docker image inspect "$1" >/dev/null 2>&1; then
+        log "$1: present"
+    elif timeout "$PULL_TIMEOUT" docker pull -q "$1" >/dev/null 2>&1; then
+        log "$1: pulled"
+    else
+        return 1
+    fi
 }
 
 main() {
-    local images=("$@")
+    local images=("$@") missing=() image
     ((${#images[@]})) || images=(python:3.11-slim postgres:16 redis:7-alpine)
-    local image
     for image in "${images[@]}"; do
-        ensure_image "$image"
+        available "$image" && continue
+        standin_dockerfile "$image" >/dev/null || { log "$image cannot be pulled and has no stand-in"; return 1; }
+        log "$image: cannot be pulled, building a stand-in"
+        missing+=("$image")
     done
+    ((${#missing[@]})) || return 0
+    ensure_base_image
+    # In parallel: each build mostly waits for apt downloads.
+    local pids=() failed=0 i
+    for image in "${missing[@]}"; do
+        build_standin "$image" "$(standin_dockerfile "$image")" &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || failed=1
+    done
+    ((failed == 0)) || return 1
+    log "stand-ins ready: ${missing[*]}"
 }
 
 main "$@"
