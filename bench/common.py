@@ -1,10 +1,11 @@
-"""Shared by the benchmarks: a closed-loop load generator and ABBA comparison rounds."""
+"""Shared by the benchmarks: a closed-loop load generator, ABBA comparison rounds, medians with spread."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 
 import httpx
 
@@ -38,9 +39,17 @@ async def load(proxy: Proxy, requests: int, concurrency: int, model: str) -> tup
     return requests / elapsed, latencies, failures
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+    """``median (min a, max b)``: one figure and how far the runs behind it strayed."""
+    if not values:
+        return "-"
+    median, low, high = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
+    return median if len(values) == 1 else f"{median} (min {low}, max {high})"
 
 
 Results = dict[str, dict[str, list[float]]]
