@@ -373,10 +373,6 @@ class OAuthState:
                 if email is None or grant.email == email:
                     grant.refresh_expires_at = self.clock()
 
-    def revoke_refresh_tokens(self) -> None:
-        with self.lock:
-            self.refresh_tokens.clear()
-
 
 def edge_refusal(user_agent: str | None) -> Reply | None:
     """What the edge in front of the token endpoint does with a User-Agent (protocol-2026 §2.1)."""

@@ -126,11 +126,6 @@ class FakeAnthropic:
     refresh_count = delegated("oauth", "refresh_count", writable=False)
     exchange_count = delegated("oauth", "exchange_count", writable=False)
 
-    @property
-    def _refresh_tokens(self) -> dict[str, str]:
-        """Live refresh token -> grant id (bench/kill_loop.py peeks; prefer refresh_token_alive())."""
-        return self.oauth.refresh_tokens
-
     # -- lifecycle ----------------------------------------------------------------------
 
     @property
