@@ -125,6 +125,78 @@
     return td;
   }
 
+  // ---- quotas -------------------------------------------------------------------
+
+  // 5h and 7d first, then model-scoped windows (7d_opus …), then the overage lane.
+  function windowLabel(w) {
+    if (w.name === "overage") return "extra usage";
+    return w.model_family ? `${w.name.split("_")[0]} ${w.model_family}` : w.name;
+  }
+
+  function quotaWindow(w) {
+    const box = document.createElement("div");
+    box.className = "quota-window";
+    box.dataset.window = w.name;
+    const name = document.createElement("span");
+    name.className = "q-name";
+    name.textContent = windowLabel(w);
+    const meter = document.createElement("meter");
+    // Native meter: green below 75 %, amber to 90 %, red above; no inline style needed under the CSP.
+    Object.assign(meter, { min: 0, max: 1, low: 0.75, high: 0.9, optimum: 0, value: w.utilization ?? 0 });
+    const pct = document.createElement("span");
+    pct.className = "q-pct";
+    pct.textContent = w.utilization == null ? "—" : `${Math.round(w.utilization * 100)}%`;
+    const note = document.createElement("span");
+    note.className = "q-reset";
+    const parts = [];
+    if (w.status && w.status !== "allowed") parts.push(w.status.replace(/_/g, " "));
+    if (w.rolled_over) parts.push("reset since last seen");
+    else if (w.reset != null) parts.push(`resets in ${duration(w.reset - Date.now() / 1000)}`);
+    note.textContent = parts.join(" · ");
+    // The overage lane is "rejected" on every account without extra usage: not an alarm.
+    if (w.name !== "overage" && (w.status === "rejected" || (w.utilization ?? 0) >= 0.9)) box.classList.add("high");
+    box.append(name, meter, pct, note);
+    return box;
+  }
+
+  function notices(s) {
+    const now = Date.now() / 1000;
+    const out = [...(s.warnings || [])];
+    if (s.cooldown_until && s.cooldown_until > now) {
+      out.push(`Cooling down: ${s.cooldown_reason || "rate limited"}, back in ${duration(s.cooldown_until - now)}.`);
+    }
+    for (const [family, until] of Object.entries(s.model_cooldowns || {})) {
+      if (until > now) out.push(`${family} models cooling down, back in ${duration(until - now)}.`);
+    }
+    return out;
+  }
+
+  // A second row under the account: its quota bars and anything it needs attention for.
+  function detailRow(s) {
+    const windows = (s.quota && s.quota.windows) || [];
+    const lines = notices(s);
+    if (!windows.length && !lines.length) return null;
+    const tr = document.createElement("tr");
+    tr.className = "detail-row";
+    tr.dataset.detailFor = s.account;
+    const td = document.createElement("td");
+    td.colSpan = 4;
+    if (windows.length) {
+      const quota = document.createElement("div");
+      quota.className = "quota";
+      quota.append(...windows.map(quotaWindow));
+      td.append(quota);
+    }
+    for (const line of lines) {
+      const note = document.createElement("div");
+      note.className = "notice";
+      note.textContent = line;
+      td.append(note);
+    }
+    tr.append(td);
+    return tr;
+  }
+
   // ---- status -------------------------------------------------------------------
 
   function renderStatus(accounts) {
@@ -151,10 +223,14 @@
         badgeCell.append(small);
       }
       tr.append(badgeCell, cell(expires(s)));
-      tr.addEventListener("click", () => {
-        $("account").value = s.account;
-      });
-      body.append(tr);
+      const detail = detailRow(s);
+      if (detail) tr.classList.add("has-detail");
+      for (const row of detail ? [tr, detail] : [tr]) {
+        row.addEventListener("click", () => {
+          $("account").value = s.account;
+        });
+        body.append(row);
+      }
       const opt = document.createElement("option");
       opt.value = s.account;
       list.append(opt);

@@ -25,7 +25,7 @@ import pytest
 
 from tests.fake_anthropic import FakeAnthropic
 
-from .harness import MASTER_KEY, ROOT, Proxy, proxy_env, start_proxy, stop_proxy, terminate_group
+from .harness import MASTER_KEY, ROOT, Proxy, login_via_cli, proxy_env, start_proxy, stop_proxy, terminate_group
 
 pytestmark = pytest.mark.e2e
 
@@ -266,6 +266,7 @@ def test_page_is_served_without_auth_with_security_headers(proxy: Proxy) -> None
 @needs_chromium
 async def test_login_in_a_real_browser(proxy: Proxy, fake: FakeAnthropic) -> None:
     url = proxy.url + UI
+    fake.access_ttl = 3600  # the fake's default follows Anthropic's 8 h; the row below checks "in 59 min"
     async with chromium() as page:
         await page.goto(url)
         # Script and style both loaded under the CSP.
@@ -362,3 +363,77 @@ async def test_login_in_a_real_browser(proxy: Proxy, fake: FakeAnthropic) -> Non
     with proxy.client() as client:
         status = client.get("/auth/claude/oauth/status", params={"account": "default"}).json()["accounts"][0]
     assert status["valid"] and status["account_email"] == "ui-user@example.com"
+
+
+
+async def seed_quotas(proxy: Proxy, now: float) -> None:
+    """What another proxy worker saw on its responses, shared the way workers share it (no Redis: the sidecar)."""
+    from litellm_claude_oauth.quotas import FileQuotaBackend, Quotas, sidecar_directory
+    from litellm_claude_oauth.settings import Settings
+
+    p = "anthropic-ratelimit-unified-"
+    seen = {
+        "default": {f"{p}5h-utilization": "0.62", f"{p}5h-reset": str(int(now + 1.8 * 3600)),
+                    f"{p}5h-status": "allowed", f"{p}7d-utilization": "0.31",
+                    f"{p}7d-reset": str(int(now + 3.2 * 86400)), f"{p}7d-status": "allowed"},
+        "max": {f"{p}5h-utilization": "0.93", f"{p}5h-reset": str(int(now + 40 * 60)),
+                f"{p}5h-status": "allowed_warning", f"{p}7d-utilization": "0.78",
+                f"{p}7d-reset": str(int(now + 2 * 86400)), f"{p}7d_opus-utilization": "1.0",
+                f"{p}7d_opus-status": "rejected", f"{p}7d_opus-reset": str(int(now + 5 * 86400)),
+                f"{p}overage-status": "rejected", f"{p}overage-disabled-reason": "org_level_disabled"},
+    }
+    directory = sidecar_directory(Path(proxy.env["CLAUDE_TOKEN_FILE"]))
+    quotas = Quotas(Settings(), FileQuotaBackend(directory), worker="e2e-other-worker")
+    for account, headers in seen.items():
+        quotas.observe(account, headers, now)
+    await quotas.aclose()  # pushes what it saw
+
+
+@needs_chromium
+async def test_quota_bars_and_refresh_token_warning(proxy: Proxy, fake: FakeAnthropic) -> None:
+    with proxy.client() as client:
+        if not client.get("/auth/claude/oauth/status", params={"account": "default"}).json()["accounts"][0]["valid"]:
+            login_via_cli(proxy, fake)
+    # "max" logs in with a refresh token that ends in two days: the page must say so.
+    ttl = fake.oauth.refresh_ttl
+    fake.oauth.refresh_ttl = 2 * 86400 + 600
+    try:
+        login_via_cli(proxy, fake, account="max")
+    finally:
+        fake.oauth.refresh_ttl = ttl
+    now = time.time()
+    await seed_quotas(proxy, now)
+
+    async with chromium() as page:
+        await page.goto(proxy.url + UI)
+        await page.wait_for("document.documentElement.dataset.ready === '1'")
+        await page.type("#admin-key", MASTER_KEY)
+        await page.click("#key-save")
+        await page.wait_for("!!document.querySelector('tr[data-detail-for=\"max\"] .quota-window')")
+
+        default = await page.text("tr[data-detail-for='default']")
+        assert "5h" in default and "62%" in default and "resets in 1h 4" in default, default
+        assert "7d" in default and "31%" in default and "resets in 3d 4h" in default, default
+        meter = "document.querySelector('tr[data-detail-for=\"default\"] [data-window=\"5h\"] meter')"
+        assert await page.js(f"{meter}.value") == pytest.approx(0.62)
+
+        detail = await page.text("tr[data-detail-for='max']")
+        assert "93%" in detail and "allowed warning" in detail, detail
+        assert "resets in 39 min" in detail or "resets in 40 min" in detail, detail
+        assert "7d opus" in detail and "100%" in detail and "rejected" in detail, detail
+        assert "extra usage" in detail, detail
+        assert "the refresh token ends in 2.0 days" in detail, detail
+        high = await page.js("[...document.querySelectorAll('tr[data-detail-for=\"max\"] .quota-window.high')]"
+                             ".map(e => e.dataset.window)")
+        assert high == ["5h", "7d_opus"], high
+
+        # Clicking the detail row selects its account, as the account row does.
+        await page.click("tr[data-detail-for='max'] .q-name")
+        assert await page.js("document.querySelector('#account').value") == "max"
+
+        await page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 0, "y": 0})
+        shot = await page.screenshot(ARTIFACTS / "ui-quotas.png")
+        width, height = png_size(shot)
+        assert width >= 600 and height >= 400 and len(shot) > 10_000, (width, height, len(shot))
+        assert "sk-ant-" not in await page.js("document.documentElement.outerHTML")
+        assert page.problems() == []
