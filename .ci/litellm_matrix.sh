@@ -23,8 +23,9 @@ CACHE=${LITELLM_MATRIX_CACHE:-/var/cache/litellm-claude-oauth-ci/venvs}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 # The suite that exercises LiteLLM: proxy startup, chat (plain and streaming), refresh,
-# pools and outages, the real SDK/Claude Code clients (/v1/messages), and the adapter.
-TESTS=${LITELLM_MATRIX_TESTS:-"tests/test_litellm_api.py tests/e2e/test_proxy.py tests/e2e/test_accounts.py tests/e2e/test_outages.py tests/e2e/test_clients.py"}
+# pools and outages, the real SDK/Claude Code clients (/v1/messages), the adapter, and
+# what uninstalling the plugin does to the `litellm` command.
+TESTS=${LITELLM_MATRIX_TESTS:-"tests/test_litellm_api.py tests/test_uninstall.py tests/e2e/test_proxy.py tests/e2e/test_accounts.py tests/e2e/test_outages.py tests/e2e/test_clients.py"}
 SKIP_EXTRAS=${LITELLM_MATRIX_SKIP_EXTRAS:-schemathesis}
 
 log() { printf '[litellm-matrix] %s\n' "$*"; }

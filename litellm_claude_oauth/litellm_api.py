@@ -48,6 +48,7 @@ module at all (it never needs LiteLLM): import it inside the function that does.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
@@ -197,6 +198,26 @@ def is_proxy_admin(auth: UserAPIKeyAuth) -> bool:
     return auth.user_role == __getattr__("LitellmUserRoles").PROXY_ADMIN
 
 
+def loaded_proxy_alerting() -> Any | None:
+    """The running proxy's ``proxy_logging_obj`` when it alerts to Slack or MS Teams, else None.
+
+    Looked up only if the proxy is already imported: the CLI must not load it for this.
+    """
+    module = sys.modules.get("litellm.proxy.proxy_server")
+    logging_obj = getattr(module, "proxy_logging_obj", None)
+    destinations = getattr(logging_obj, "alerting", None) or []
+    return logging_obj if any(d in ("slack", "ms_teams") for d in destinations) else None
+
+
+async def send_proxy_alert(logging_obj: Any, message: str, level: str) -> None:
+    """One outage alert through LiteLLM's own alerting (``level``: Low, Medium or High)."""
+    from litellm.types.integrations.slack_alerting import AlertType
+
+    await logging_obj.alerting_handler(
+        message=message, level=level, alert_type=AlertType.outage_alerts, request_data=None
+    )
+
+
 def run_proxy_cli(args: Sequence[str], prog_name: str = "litellm") -> None:
     """LiteLLM's own ``litellm`` command (its click ``run_server``) with ``args``.
 
@@ -225,12 +246,14 @@ __all__ = [
     "authentication_error",
     "is_proxy_admin",
     "litellm_version",
+    "loaded_proxy_alerting",
     "proxy_app",
     "proxy_auth_kwargs",
     "proxy_master_key",
     "proxy_router",
     "rate_limit_error",
     "run_proxy_cli",
+    "send_proxy_alert",
     "service_unavailable_error",
     "user_api_key_auth",
 ]
