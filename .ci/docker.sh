@@ -150,6 +150,29 @@ check_ciphertext() {
     fi
 }
 
+# The guide's own commands, word for word where they name no model the
+# upstream has retired.
+check_guide_commands() {
+    local out uid code
+    out=$(docker exec "$DB" psql -U llmproxy -d litellm -c "\dt" 2>&1) || true
+    if grep -q 'LiteLLM_ClaudeOAuthTokens' <<<"$out"; then
+        pass "docker exec $DB psql -U llmproxy -d litellm -c \"\\dt\" lists LiteLLM_ClaudeOAuthTokens"
+    else
+        fail "psql \\dt does not list LiteLLM_ClaudeOAuthTokens"; head -n 10 <<<"$out"
+    fi
+    uid=$(docker exec "$APP" id -u 2>&1) || true
+    if [[ $uid == 1000 ]]; then pass "the proxy runs as uid 1000, not root"; else fail "the proxy runs as uid $uid"; fi
+    # The guide's streaming example (model claude-haiku, the alias of the newest Haiku).
+    code=$(curl -sS -N -o "$WORK/stream.txt" -w '%{http_code}' --max-time 60 -X POST \
+        "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" -H "@$WORK/auth-header" -H "Content-Type: application/json" \
+        -d '{"model": "claude-haiku", "messages": [{"role": "user", "content": "Count to 5"}], "stream": true}' || echo 000)
+    if [[ $code == 200 ]] && grep -q '^data: {' "$WORK/stream.txt" && grep -q '^data: \[DONE\]' "$WORK/stream.txt"; then
+        pass "the guide's streaming request (claude-haiku): $(grep -c '^data: {' "$WORK/stream.txt") chunks, [DONE]"
+    else
+        fail "the guide's streaming request (claude-haiku): HTTP $code"; head -c 400 "$WORK/stream.txt"; echo
+    fi
+}
+
 check_logs() {
     local svc
     for svc in litellm db redis fake-anthropic; do compose logs --no-color "$svc" >>"$WORK/logs.txt" 2>&1 || true; done
@@ -265,6 +288,7 @@ main() {
     (umask 077 && printf 'Authorization: Bearer %s\n' "$key" >"$WORK/auth-header")
     if export_tokens; then
         check_ciphertext
+        check_guide_commands
         check_logs
     else
         fail "litellm claude export --show-tokens found no stored tokens"
