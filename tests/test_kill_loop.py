@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.kill_loop import race_summary, run_mode, run_races, summary
+from bench.kill_loop.report import race_summary, summary
+from bench.kill_loop.run import run_mode, run_races
 from bench.kill_loop.classify import Markers, Stored, check_race, check_tokens, fingerprint, phase, race_position
 
 LOOPS = 10

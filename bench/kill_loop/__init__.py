@@ -37,9 +37,7 @@ result, and the cooldown.
 Modules: :mod:`.child` (the process), :mod:`.procs` (spawning, markers, aiming),
 :mod:`.classify` (pure verdicts), :mod:`.testbed` (fake and file), :mod:`.run` (the
 loops), :mod:`.report` (tables). ``python -m bench.kill_loop --help`` for the CLI.
+
+Nothing is imported here: every child process imports this package, and its start-up
+should cost only what the child itself needs.
 """
-
-from .report import LoopOutcome, ModeReport, RaceOutcome, RaceReport, race_summary, summary
-from .run import run_mode, run_races
-
-__all__ = ["LoopOutcome", "ModeReport", "RaceOutcome", "RaceReport", "race_summary", "run_mode", "run_races", "summary"]

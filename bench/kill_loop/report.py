@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class ModeReport:
     outcomes: list[LoopOutcome] = field(default_factory=list)
     tmp_leftovers: int = 0
     wall_s: float = 0.0
-    refresh_base_ms: float = 0.0  # median go -> saved of un-killed refreshes: the baseline kills are aimed by
+    refresh_base_ms: float = 0.0  # median go -> saved of un-killed refreshes: what the kills are aimed by
+    baseline_s: list[float] = field(default_factory=list)  # go -> done of un-killed refreshes, same run
     startup_ms: float = 0.0
 
     @property
@@ -74,6 +76,11 @@ class ModeReport:
     @property
     def recovery_max_s(self) -> float:
         return max((o.recovery_s for o in self.outcomes), default=0.0)
+
+    @property
+    def recovery_ratios(self) -> list[float]:
+        """Each recovery refresh (the first after a kill) over the median un-killed refresh."""
+        return _ratios([o.recovery_s for o in self.outcomes if o.recovery_error is None], self.baseline_s)
 
     @property
     def broken(self) -> bool:
@@ -114,6 +121,10 @@ def summary(reports: list[ModeReport]) -> str:
         ("  left by a kill outside the write", lambda r: str(r.unexpected_tmp)),
         ("recovery-refresh failures", lambda r: str(r.recovery_failures)),
         ("slowest recovery refresh (s)", lambda r: f"{r.recovery_max_s:.2f}"),
+        ("baseline: un-killed refresh, median (ms)", lambda r: _ms(r.baseline_s)),
+        ("recovery / baseline, median", lambda r: _median(r.recovery_ratios)),
+        ("  min", lambda r: f"{min(r.recovery_ratios, default=0):.2f}"),
+        ("  max", lambda r: f"{max(r.recovery_ratios, default=0):.2f}"),
         ("refresh go->saved, median (ms)", lambda r: f"{r.refresh_base_ms:.0f}"),
         ("child start-up, median (ms)", lambda r: f"{r.startup_ms:.0f}"),
         ("wall time (s)", lambda r: f"{r.wall_s:.1f}"),
@@ -138,6 +149,7 @@ class RaceOutcome:
     aimed: str  # the stratum of the refresh the racing write was aimed at
     position: str  # where it actually ended (classify.RACE_POSITIONS)
     refresh_result: str  # "refreshed" or the error class the refresh ended with
+    refresh_s: float | None = None  # the raced refresh, go -> done
     problems: list[str] = field(default_factory=list)
 
 
@@ -147,6 +159,7 @@ class RaceReport:
     seed: int
     outcomes: list[RaceOutcome] = field(default_factory=list)
     refresh_base_ms: float = 0.0
+    baseline_s: list[float] = field(default_factory=list)  # go -> done of un-raced refreshes, same run
     wall_s: float = 0.0
 
     def count(self, kind: str, position: str | None = None) -> int:
@@ -176,9 +189,29 @@ def race_summary(report: RaceReport) -> str:
     lines.append("refresh results: " + ", ".join(f"{k} -> {r}: {n}" for (k, r), n in sorted(results.items())))
     lines.append(f"revoked tokens written back / logged-out accounts stored again: {report.written_back}")
     lines.append(f"races with any problem: {report.failures}")
+    for kind in kinds:
+        ratios = _ratios([o.refresh_s for o in report.outcomes if o.kind == kind and o.refresh_s], report.baseline_s)
+        if ratios:
+            lines.append(f"raced refresh ({kind}) / un-raced baseline ({_ms(report.baseline_s)} ms): median "
+                         f"{_median(ratios)} (min {min(ratios):.2f}, max {max(ratios):.2f})")  # fmt: skip
     lines.append(f"refresh go->saved, median (ms): {report.refresh_base_ms:.0f}; wall time (s): {report.wall_s:.1f}")
     lines.append("targets: 0 written back, 0 problems (a logout stays a logout; a cooldown keeps the live "
                  "refresh token and survives the refresh's commit)")  # fmt: skip
     for o in report.outcomes:
         lines += [f"[race {o.index} {o.kind} {o.account} aimed {o.aimed} ended {o.position}] {p}" for p in o.problems]
     return "\n".join(lines)
+
+
+def _ratios(values: list[float], baseline: list[float]) -> list[float]:
+    if not baseline:
+        return []
+    base = statistics.median(baseline)
+    return [v / base for v in values]
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}" if values else "-"
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f}" if values else "-"

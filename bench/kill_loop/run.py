@@ -33,6 +33,7 @@ from .testbed import (
 
 ACCOUNTS = ("default", "alice", "bob")
 RECOVERY_TIMEOUT = 8.0  # seconds from "go" to success for the refresh after a kill
+CALIBRATION_RUNS = 4  # un-killed, un-raced refreshes: the aim's first timings and the baseline
 TOKEN_DELAY = (0.010, 0.050)  # the fake waits this long (random) before answering a token request
 MAX_STALL = 0.015  # seconds of sleep in each fsync (random up to this)
 
@@ -48,6 +49,7 @@ class World:
     names: tuple[str, ...]
     expected: dict[str, str]
     timing: Timing
+    baseline_s: list[float]  # go -> done of the calibration refreshes, in this run
 
     def relogin(self, account: str) -> None:
         self.expected[account] = login(self.settings, self.fake, account)
@@ -79,16 +81,19 @@ def world(name: str, *, rotate: bool, accounts: int, workdir: Path | None) -> It
         pool = Pool(child_environment(values))
         stack.callback(pool.close)
         names = ACCOUNTS[:accounts]
-        w = World(fake, pool, settings, token_file, names, {a: login(settings, fake, a) for a in names}, Timing())
-        # Calibrate the phases of a refresh with two un-killed runs; recoveries add more.
-        for _ in range(2):
+        expected = {a: login(settings, fake, a) for a in names}
+        w = World(fake, pool, settings, token_file, names, expected, Timing(), [])
+        # Un-killed refreshes: they time the phases the kills aim at (recoveries add more) and are the baseline.
+        for _ in range(CALIBRATION_RUNS):
             child = pool.take(quiet=True)
             child.go("refresh", names[0])
             code, markers, err = child.finish(RECOVERY_TIMEOUT)
             child.close()
             pool.refill()
-            if code != 0 or not w.timing.add(child, markers):
+            done = _took(child, markers)
+            if code != 0 or done is None or not w.timing.add(child, markers):
                 raise RuntimeError(f"calibration refresh failed: {err[-800:]}")
+            w.baseline_s.append(done)
         w.expected[names[0]] = w.stored_refresh(names[0])
         yield w
 
@@ -115,10 +120,17 @@ def run_mode(
             if progress is not None:
                 progress(outcome)
         report.refresh_base_ms = w.timing.median("saved") * 1000
+        report.baseline_s = w.baseline_s
         report.startup_ms = statistics.median(w.pool.startup_times) * 1000
         report.tmp_leftovers = len(tmp_files(w.token_file))
     report.wall_s = time.monotonic() - started
     return report
+
+
+def _took(child: Child, markers: Markers) -> float | None:
+    """Seconds from "go" to the child's last word ("D" done, or "E" failed), by its own stamps."""
+    end = markers.at("D") if "D" in markers else markers.at("E")
+    return None if end is None or child.go_at is None else end - child.go_at
 
 
 def _aim(child: Child, w: World, stratum: str, delay: float, stall: float, position: float) -> tuple[bool, str]:
@@ -209,7 +221,7 @@ def _recover(outcome: LoopOutcome, w: World) -> None:
     child.go("refresh", outcome.account)
     assert child.go_at is not None
     done = child.wait_marker("D", RECOVERY_TIMEOUT)
-    outcome.recovery_s = time.monotonic() - child.go_at
+    outcome.recovery_s = _took(child, child.markers()) or time.monotonic() - child.go_at
     error = None
     if not done:
         code, _, err = child.finish(2)  # killed if still running
@@ -273,6 +285,7 @@ def run_races(
             if progress is not None:
                 progress(outcome)
         report.refresh_base_ms = w.timing.median("saved") * 1000
+        report.baseline_s = w.baseline_s
     report.wall_s = time.monotonic() - started
     return report
 
@@ -323,6 +336,7 @@ def _one_race(
     outcome = RaceOutcome(
         index, kind, account, stratum, race_position(refresher_markers, racer_markers),
         "refreshed" if "T" in refresher_markers else refresher_markers.arg("E") or "no marker",
+        refresh_s=_took(refresher, refresher_markers),
     )  # fmt: skip
     if problem is not None:
         outcome.problems.append(f"store unreadable: {problem}")
