@@ -50,7 +50,8 @@ Usage: $0 [options]
   --override FILE    another compose file layered on $COMPOSE_FILE (repeatable;
                      CI adds .ci/docker-compose.ci.yml: fake upstream)
   --key KEY          master key (default: \$LITELLM_MASTER_KEY, LITELLM_MASTER_KEY
-                     in $ENV_FILE, or $DEFAULT_KEY)
+                     in $ENV_FILE, or $DEFAULT_KEY); a command line is visible
+                     to other local users, so prefer the variable or the file
   --model MODEL      model for the chat and streaming tests (default: $MODEL)
   --non-interactive  never prompt; when not logged in use \$OAUTH_CODE (CODE#STATE),
                      or POST the authorization URL to \$FAKE_AUTHORIZE_URL (a fake
