@@ -1,12 +1,30 @@
-"""Refresh storm: N proxy workers x M concurrent requests all meet an expired token.
+"""Refresh storms: N proxy workers x C concurrent requests all need a new access token at once.
 
-Two storms, each against the real proxy (`--num_workers N`) and one fake Anthropic:
-  clock    the stored token reaches its refresh margin while every worker holds it;
-  401      the upstream suddenly rejects every access token (as after a revocation).
-Prints, per storm, the upstream refreshes performed (target 1) and the failed client
-requests (target 0).
+Against the real proxy (``--num_workers N``) and one fake Anthropic process (strict:
+single-use refresh tokens), with the file store and no Redis by default
+(``--store postgres`` for PostgreSQL + Redis):
 
-    .venv/bin/python -m bench.refresh_storm [--workers 4] [--concurrency 32] [--store postgres|file]
+  revoked   the upstream rejects every access token at once (a server-side
+            revocation): every request meets a 401 and is retried on a refreshed token;
+  clock     the token every worker holds reaches its refresh margin;
+  cli       `litellm claude refresh` rotates the token while the proxy serves a steady
+            load; then every access token is revoked: the proxy must refresh with the
+            CLI's new refresh token (a spent one would fail), and a second CLI refresh
+            must still work;
+  relogin   the grant ends (refresh -> invalid_grant) and every token is revoked: a burst
+            of 401s; then a fresh login over HTTP, and the very next burst must succeed
+            (LiteLLM's router must not have put the deployment in cooldown).
+
+Baseline: the same burst on a valid token, in the same run, in ABBA order with the
+revoked storm (baseline, storm, storm, baseline each round). Prints per storm the
+requests, failures, upstream refreshes, and the burst's wall time with its ratio to the
+baseline's (median, min and max over the rounds).
+
+Invariants (exit status 1 when one breaks): 0 failed client requests in every storm
+(the relogin burst's 401s are expected; after the login, 0 again); at most 2 upstream
+refreshes per storm; the refresh token stored after the CLI's rotation still works.
+
+    .venv/bin/python -m bench.refresh_storm [--workers 4] [--concurrency 40] [--rounds 3] [--store file|postgres]
 """
 
 from __future__ import annotations
@@ -14,93 +32,337 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import percentile, spread
+from tests.backends import TEST_DSN, TEST_REDIS_URL, drop_our_tables, ensure_database, flush_redis
+from tests.e2e.harness import MASTER_KEY, FakeProcess, Proxy, cli_login, proxy_env, start_proxy, stop_proxy
 
-from tests.backends import TEST_DSN, TEST_REDIS_URL, drop_our_tables, ensure_database, flush_redis  # noqa: E402
-from tests.e2e.harness import (  # noqa: E402
-    MASTER_KEY,
-    FakeProcess,
-    Proxy,
-    login_and_export,
-    proxy_env,
-    start_proxy,
-    stop_proxy,
-)
-
-MARGIN = 300  # CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS
+# CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS. The margin is capped at half a token's lifetime, so
+# the clock storm's token lives 2 * MARGIN + HOLD seconds: fresh for MARGIN + HOLD, then due.
+MARGIN = 2
+HOLD = 3.0
+MAX_REFRESHES = 2  # per storm: one, plus one if the first only found a token revoked too
+TRANSPORT_ERROR = -1
+CLI_WINDOW = 8.0  # seconds of steady load around the CLI refresh (and of its baseline)
 
 
-async def burst(proxy: Proxy, concurrency: int) -> tuple[int, int]:
-    body = {"model": "claude-haiku-3.5", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
-    async with httpx.AsyncClient(
+@dataclass
+class Burst:
+    statuses: list[int]
+    latencies: list[float]
+    wall: float
+    refreshes: int
+
+    @property
+    def failed(self) -> int:
+        return sum(status != 200 for status in self.statuses)
+
+
+@dataclass
+class Storm:
+    name: str
+    bursts: list[Burst] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)  # burst wall time / the round's baseline
+
+    @property
+    def requests(self) -> int:
+        return sum(len(b.statuses) for b in self.bursts)
+
+    @property
+    def failed(self) -> int:
+        return sum(b.failed for b in self.bursts)
+
+    @property
+    def max_refreshes(self) -> int:
+        return max((b.refreshes for b in self.bursts), default=0)
+
+
+def _client(proxy: Proxy, concurrency: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
         base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=120,
-        limits=httpx.Limits(max_connections=concurrency),
-    ) as client:
-        responses = await asyncio.gather(
-            *(client.post("/v1/chat/completions", json=body) for _ in range(concurrency)), return_exceptions=True
-        )
-    failed = sum(1 for r in responses if isinstance(r, Exception) or r.status_code != 200)
-    return len(responses), failed
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )  # fmt: skip
 
 
-def reset_backends(store: str) -> dict[str, str]:
+def _body(model: str) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10}
+
+
+async def _one(client: httpx.AsyncClient, model: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    try:
+        status = (await client.post("/v1/chat/completions", json=_body(model))).status_code
+    except httpx.HTTPError:
+        status = TRANSPORT_ERROR
+    return status, time.perf_counter() - started
+
+
+def burst(proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> Burst:
+    """``concurrency`` requests at once; the refreshes they cost are read from the fake."""
+
+    async def run() -> tuple[list[tuple[int, float]], float]:
+        async with _client(proxy, concurrency) as client:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(_one(client, model) for _ in range(concurrency)))
+            return list(results), time.perf_counter() - started
+
+    before = fake.state()["refresh_count"]
+    results, wall = asyncio.run(run())
+    refreshes = fake.state()["refresh_count"] - before
+    return Burst([s for s, _ in results], [t for _, t in results], wall, refreshes)
+
+
+def steady_load(proxy: Proxy, concurrency: int, model: str, stop: threading.Event) -> list[tuple[int, float]]:
+    """Closed-loop requests until ``stop`` is set (run it in a thread)."""
+
+    async def run() -> list[tuple[int, float]]:
+        results: list[tuple[int, float]] = []
+
+        async def worker(client: httpx.AsyncClient) -> None:
+            while not stop.is_set():
+                results.append(await _one(client, model))
+
+        async with _client(proxy, concurrency) as client:
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return results
+
+    return asyncio.run(run())
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    litellm = Path(sys.executable).parent / "litellm"
+    return subprocess.run([str(litellm), "claude", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def http_login(proxy: Proxy, fake: FakeProcess) -> None:
+    """A fresh login through the proxy's own routes (what the admin UI does): no CLI start-up on the clock."""
+    with proxy.client() as client:
+        start = client.get("/auth/claude/oauth/start")
+        if start.status_code != 200:
+            raise RuntimeError(f"login start over HTTP: {start.status_code} {start.text[:300]}")
+        code, state = fake.authorize(start.json()["authorization_url"])
+        done = client.post("/auth/claude/oauth/exchange", json={"code": f"{code}#{state}"})
+        if done.status_code != 200:
+            raise RuntimeError(f"login exchange over HTTP: {done.status_code} {done.text[:300]}")
+
+
+def backend_env(store: str) -> dict[str, str]:
     if store == "file":
-        return {}
+        return {}  # proxy_env already points at a token file in the run's temp dir, and drops REDIS_*
     drop_our_tables(ensure_database(TEST_DSN))
     flush_redis(TEST_REDIS_URL)
     return {"CLAUDE_TOKEN_STORE": "postgres", "CLAUDE_OAUTH_DATABASE_URL": TEST_DSN, "REDIS_URL": TEST_REDIS_URL}
 
 
+@dataclass
+class CliPhase:
+    baseline: list[tuple[int, float]] = field(default_factory=list)  # steady load, no CLI
+    load: list[tuple[int, float]] = field(default_factory=list)
+    refreshes: int = 0
+    cli_exit: int = 0
+    cli_error: str = ""
+    after: Burst | None = None  # the revocation storm after the CLI's rotation
+    second_cli_exit: int = 0
+    second_cli_error: str = ""
+
+
+@dataclass
+class ReloginPhase:
+    burst: Burst | None = None  # the 401 burst
+    login_s: float = 0.0
+    after: Burst | None = None
+
+
+@dataclass
+class Run:
+    baseline: Storm = field(default_factory=lambda: Storm("baseline"))
+    revoked: Storm = field(default_factory=lambda: Storm("revoked"))
+    clock: Storm = field(default_factory=lambda: Storm("clock"))
+    cli: CliPhase = field(default_factory=CliPhase)
+    relogin: ReloginPhase = field(default_factory=ReloginPhase)
+
+
+def run_rounds(run: Run, proxy: Proxy, fake: FakeProcess, rounds: int, concurrency: int, model: str) -> None:
+    for _ in range(rounds):
+        walls: dict[str, list[float]] = {"baseline": [], "revoked": []}
+        for kind in ("baseline", "revoked", "revoked", "baseline"):
+            if kind == "revoked":
+                fake.control(expire_all_access_tokens=True)
+            b = burst(proxy, fake, concurrency, model)
+            getattr(run, kind).bursts.append(b)
+            walls[kind].append(b.wall)
+        base = statistics.mean(walls["baseline"])
+        run.revoked.ratios += [w / base for w in walls["revoked"]]
+
+        # Clock storm: hand out a token that is fresh for MARGIN + HOLD seconds, let every worker take it, wait.
+        fake.control(access_ttl=2 * MARGIN + HOLD, expire_all_access_tokens=True)
+        burst(proxy, fake, concurrency, model)  # the refresh that issues the short-lived token
+        issued = time.monotonic()
+        burst(proxy, fake, concurrency, model)  # workers that missed the first burst take it now
+        fake.control(access_ttl=3600)
+        time.sleep(max(0.0, issued + MARGIN + HOLD + 0.5 - time.monotonic()))
+        b = burst(proxy, fake, concurrency, model)
+        run.clock.bursts.append(b)
+        run.clock.ratios.append(b.wall / base)
+
+
+def run_cli(run: Run, proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> None:
+    phase = run.cli
+    steady = max(1, concurrency // 4)
+    with ThreadPoolExecutor(1) as pool:
+        # Baseline: the same steady load for as long, without the CLI.
+        stop = threading.Event()
+        future = pool.submit(steady_load, proxy, steady, model, stop)
+        time.sleep(CLI_WINDOW)
+        stop.set()
+        phase.baseline = future.result()
+
+        stop = threading.Event()
+        before = fake.state()["refresh_count"]
+        future = pool.submit(steady_load, proxy, steady, model, stop)
+        started = time.monotonic()
+        time.sleep(1.0)
+        done = cli(proxy.env, "refresh")
+        phase.cli_exit, phase.cli_error = done.returncode, (done.stdout + done.stderr).strip()[-300:]
+        # Past the CLI's exit by more than the file-watch poll (1 s), and at least as long as the baseline.
+        time.sleep(max(2.5, CLI_WINDOW - (time.monotonic() - started)))
+        stop.set()
+        phase.load = future.result()
+        phase.refreshes = fake.state()["refresh_count"] - before
+    fake.control(expire_all_access_tokens=True)
+    phase.after = burst(proxy, fake, concurrency, model)
+    again = cli(proxy.env, "refresh")
+    phase.second_cli_exit, phase.second_cli_error = again.returncode, (again.stdout + again.stderr).strip()[-300:]
+
+
+def run_relogin(run: Run, proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> None:
+    phase = run.relogin
+    fake.control(end_refresh_lifetime=True, expire_all_access_tokens=True)
+    phase.burst = burst(proxy, fake, concurrency, model)
+    started = time.perf_counter()
+    http_login(proxy, fake)
+    phase.login_s = time.perf_counter() - started
+    phase.after = burst(proxy, fake, concurrency, model)
+
+
+def report(run: Run, args: argparse.Namespace) -> list[str]:
+    """Print the figures; return the invariants that broke."""
+    store = "PostgreSQL + Redis" if args.store == "postgres" else "file store, no Redis"
+    print(f"{args.workers} workers, {args.concurrency} concurrent requests per burst, {store}, model {args.model}, "
+          f"{args.rounds} ABBA rounds")  # fmt: skip
+    print(f"{'storm':<9} {'requests':>8} {'failed':>6} {'refreshes':>9}   {'burst wall ms: median (min, max)':<36}"
+          f" ratio to baseline: median (min, max)")  # fmt: skip
+    for storm in (run.baseline, run.revoked, run.clock):
+        walls = spread([b.wall * 1000 for b in storm.bursts], "{:.0f}")
+        ratio = spread(storm.ratios) if storm.ratios else "1 (the baseline)"
+        refreshes = "/".join(str(b.refreshes) for b in storm.bursts)
+        print(f"{storm.name:<9} {storm.requests:8d} {storm.failed:6d} {refreshes:>9}   {walls:<36} {ratio}")
+
+    broken: list[str] = []
+    for storm in (run.baseline, run.revoked, run.clock):
+        if storm.failed:
+            codes = Counter(s for b in storm.bursts for s in b.statuses if s != 200)
+            broken.append(f"{storm.name}: {storm.failed} failed client requests {dict(codes)}")
+        if storm is run.clock and any(b.refreshes == 0 for b in storm.bursts):
+            broken.append("clock: a storm without a refresh: the token never reached its margin (bench timing)")
+        if storm.max_refreshes > MAX_REFRESHES:
+            broken.append(f"{storm.name}: {storm.max_refreshes} upstream refreshes in one storm (max {MAX_REFRESHES})")
+
+    phase = run.cli
+    base_lat = [t for s, t in phase.baseline if s == 200] or [0.0]
+    load_lat = [t for s, t in phase.load if s == 200] or [0.0]
+    load_failed = sum(s != 200 for s, _ in phase.load) + sum(s != 200 for s, _ in phase.baseline)
+    ratios = [percentile(load_lat, q) / max(percentile(base_lat, q), 1e-9) for q in (0.5, 0.99)]
+    print(f"cli: `litellm claude refresh` behind the running proxy, steady load of {max(1, args.concurrency // 4)}: "
+          f"{len(phase.load)} requests, {load_failed} failed, {phase.refreshes} upstream refreshes (the CLI's: 1), "
+          f"CLI exit {phase.cli_exit}; p50/p99 {percentile(load_lat, 0.5) * 1000:.0f}/"
+          f"{percentile(load_lat, 0.99) * 1000:.0f} ms vs {percentile(base_lat, 0.5) * 1000:.0f}/"
+          f"{percentile(base_lat, 0.99) * 1000:.0f} ms without the CLI ({len(phase.baseline)} requests), "
+          f"ratio {ratios[0]:.2f}/{ratios[1]:.2f}")  # fmt: skip
+    if phase.after is not None:
+        print(f"     then every token revoked: {len(phase.after.statuses)} requests, {phase.after.failed} failed, "
+              f"{phase.after.refreshes} refreshes; a second CLI refresh exits {phase.second_cli_exit}")
+    if phase.cli_exit:
+        broken.append(f"cli: `litellm claude refresh` exited {phase.cli_exit}: {phase.cli_error}")
+    if load_failed:
+        codes = Counter(s for s, _ in phase.baseline + phase.load if s != 200)
+        broken.append(f"cli: {load_failed} client requests failed under the steady load (with or without the CLI) "
+                      f"{dict(codes)}")
+    if phase.refreshes > MAX_REFRESHES:
+        broken.append(f"cli: {phase.refreshes} upstream refreshes around one CLI refresh")
+    if phase.after is not None and (phase.after.failed or phase.after.refreshes > MAX_REFRESHES):
+        broken.append(f"cli: after the CLI's rotation a revocation storm had {phase.after.failed} failures and "
+                      f"{phase.after.refreshes} refreshes (a spent refresh token was used?)")  # fmt: skip
+    if phase.second_cli_exit:
+        broken.append(f"cli: the stored refresh token no longer works: {phase.second_cli_error}")
+
+    relogin = run.relogin
+    if relogin.burst is not None and relogin.after is not None:
+        codes = Counter(relogin.burst.statuses)
+        print(f"relogin: grant ended + tokens revoked: {dict(codes)} (401 expected); login over HTTP "
+              f"{relogin.login_s * 1000:.0f} ms; next burst {len(relogin.after.statuses)} requests, "
+              f"{relogin.after.failed} failed")  # fmt: skip
+        if relogin.after.failed:
+            after_codes = Counter(s for s in relogin.after.statuses if s != 200)
+            broken.append(f"relogin: {relogin.after.failed} requests failed right after a fresh login "
+                          f"{dict(after_codes)}"
+                          " (429 = LiteLLM's router cooled the deployment down after the 401 burst)")  # fmt: skip
+    print(f"invariants: 0 failed client requests, <= {MAX_REFRESHES} upstream refreshes per storm, "
+          "the rotated refresh token stays usable, a fresh login works at once: "
+          + ("all held" if not broken else f"{len(broken)} BROKEN"))
+    for line in broken:
+        print(f"  BROKEN {line}")
+    return broken
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--store", choices=["postgres", "file"], default="postgres")
+    parser.add_argument("--concurrency", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store", choices=["file", "postgres"], default="file")
+    parser.add_argument("--model", default="claude-haiku-4.5")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-storm-"))
     fake = FakeProcess(tmp, access_ttl=3600)
     proxy: Proxy | None = None
-    results: list[tuple[str, int, int, int]] = []
+    run = Run()
     try:
-        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS=str(MARGIN), **reset_backends(args.store))  # type: ignore[arg-type]
-        proxy = start_proxy(env, tmp / "proxy.log", "--num_workers", str(args.workers))
-
-        # Storm 1: every worker caches a token that then reaches its refresh margin.
-        fake.control(access_ttl=MARGIN + 4)
-        login_and_export(env, fake)
-        asyncio.run(burst(proxy, args.concurrency))  # warm: each worker now holds the token
-        time.sleep(5)
-        fake.control(access_ttl=3600)
-        before = fake.state()["refresh_count"]
-        total, failed = asyncio.run(burst(proxy, args.concurrency))
-        results.append(("clock", fake.state()["refresh_count"] - before, total, failed))
-
-        # Storm 2: the upstream rejects every access token at once.
-        asyncio.run(burst(proxy, args.concurrency))
-        fake.control(expire_all_access_tokens=True)
-        before = fake.state()["refresh_count"]
-        total, failed = asyncio.run(burst(proxy, args.concurrency))
-        results.append(("401", fake.state()["refresh_count"] - before, total, failed))
+        # proxy_env reads only the fake's URLs, which FakeProcess has too.
+        env = proxy_env(
+            fake, tmp, LITELLM_LOG="ERROR", CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS=str(MARGIN),  # type: ignore[arg-type]
+            **backend_env(args.store),
+        )  # fmt: skip
+        proxy = start_proxy(env, tmp / "proxy.log", "--num_workers", str(args.workers), timeout=600)
+        cli_login(env, fake)
+        for _ in range(2):  # warm: every worker has loaded the token and opened its connections
+            burst(proxy, fake, args.concurrency, args.model)
+        run_rounds(run, proxy, fake, args.rounds, args.concurrency, args.model)
+        run_cli(run, proxy, fake, args.concurrency, args.model)
+        run_relogin(run, proxy, fake, args.concurrency, args.model)
     finally:
         if proxy is not None:
             stop_proxy(proxy)
         fake.stop()
-
-    store = "postgres + redis" if args.store == "postgres" else "file store (file lock)"
-    print(f"{args.workers} workers, {args.concurrency} concurrent requests per storm, {store}")
-    print(f"{'storm':<6} {'refreshes':>9} {'requests':>9} {'failed':>7}   (targets: 1 refresh, 0 failed)")
-    for name, refreshes, total, failed in results:
-        print(f"{name:<6} {refreshes:9d} {total:9d} {failed:7d}")
+    broken = report(run, args)
+    if broken:
+        print(f"proxy log: {tmp / 'proxy.log'}")
+    sys.exit(1 if broken else 0)
 
 
 if __name__ == "__main__":
