@@ -13,7 +13,16 @@ import pytest
 
 from bench.kill_loop.report import race_summary, summary
 from bench.kill_loop.run import run_mode, run_races
-from bench.kill_loop.classify import Markers, Stored, check_race, check_tokens, fingerprint, phase, race_position
+from bench.kill_loop.classify import (
+    Markers,
+    Stored,
+    TokenCheck,
+    check_race,
+    check_tokens,
+    fingerprint,
+    phase,
+    race_position,
+)
 
 LOOPS = 10
 RACES = 6
@@ -56,7 +65,9 @@ def test_phase_is_read_from_the_last_marker_and_the_fakes_counter(
     assert phase(True, markers(*lines), reached) == "startup"
 
 
-def _check(victim_token: str | None, m: Markers, alive: set[str], spent: set[str], relogin: str | None = None):
+def _check(
+    victim_token: str | None, m: Markers, alive: set[str], spent: set[str], relogin: str | None = None
+) -> TokenCheck:
     stored = {"alice": Stored(victim_token, relogin), "bob": Stored(OTHER)}
     return check_tokens("alice", stored, {"alice": OLD, "bob": OTHER}, m, alive, spent)
 
