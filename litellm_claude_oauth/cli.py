@@ -24,7 +24,8 @@ import click
 
 if TYPE_CHECKING:
     from .login import LoginStart
-    from .manager import AccountStatus, TokenManager
+    from .manager import TokenManager
+    from .status import AccountStatus
     from .models import ModelsReport
     from .store import AccountRecord
     from .settings import Settings
@@ -227,27 +228,38 @@ def status(account: str | None, as_json: bool) -> None:
     Without --account, every stored account is shown. Exits 1 when an account shown
     is not logged in, expired without a way to refresh, or needs a new login.
     """
-    from .errors import ClaudeOAuthError
+    import asyncio
+    import time
 
-    async def collect(m: TokenManager) -> list[AccountStatus]:
-        if account is not None:
-            return [await m.status(account)]
+    from .errors import ClaudeOAuthError, ConfigError
+    from .status import AccountStatus, account_status
+    from .store import build_store
+
+    settings = _settings()
+
+    # Only the store: no manager, no HTTP client (status must start fast).
+    async def collect() -> list[AccountStatus]:
+        store = build_store(settings)
         try:
-            names = await m.accounts()
-        except ClaudeOAuthError as exc:
-            from .manager import AccountStatus
+            if account is not None:
+                names = [account]
+            else:
+                try:
+                    names = await store.accounts() or [settings.default_account]
+                except ClaudeOAuthError as exc:
+                    broken = AccountStatus(account=settings.default_account, logged_in=False,
+                                           store=store.location, encrypted=store.encrypted, error=str(exc))
+                    return [broken]
+            return [await account_status(store, settings, name, time.time()) for name in names]
+        finally:
+            await store.close()
 
-            broken = AccountStatus(
-                account=m.settings.default_account,
-                logged_in=False,
-                store=m.store.location,
-                encrypted=m.store.encrypted,
-                error=str(exc),
-            )
-            return [broken]
-        return [await m.status(name) for name in names or [m.settings.default_account]]
-
-    statuses = _run(collect)
+    try:
+        statuses = asyncio.run(collect())
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
+    except ClaudeOAuthError as exc:
+        raise CLIError(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"accounts": [s.model_dump(mode="json") for s in statuses]}, indent=2))
     else:

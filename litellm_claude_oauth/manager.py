@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ from .login import LoginFlow, LoginStart, replace_credentials
 from .oauth import OAuthClient
 from .pending import PendingLogins
 from .settings import Settings, validate_account_id
+from .status import AccountStatus, account_status
 from .store import AccountRecord, TokenStore, build_store, cipher_for
 from .tokens import TokenSet
 
@@ -49,32 +50,6 @@ __all__ = ["AccountStatus", "LoginStart", "ManagerStats", "TokenManager", "get_m
 
 # Saving a rotated refresh token failed: retry with this back-off (seconds), capped.
 _UNSAVED_RETRY = (1.0, 60.0)
-
-
-class AccountStatus(BaseModel):
-    """What ``status`` shows: never a usable secret."""
-
-    account: str
-    logged_in: bool
-    valid: bool = False
-    expires_at: float | None = None
-    expires_in_seconds: float | None = None
-    refreshable: bool = False
-    refresh_expires_at: float | None = None
-    refresh_expires_in_seconds: float | None = None
-    account_email: str | None = None
-    organization_name: str | None = None
-    subscription_type: str | None = None
-    source: str | None = None
-    linked_credentials: str | None = None
-    relogin_reason: str | None = None
-    cooldown_until: float | None = None
-    cooldown_reason: str | None = None
-    model_cooldowns: dict[str, float] = {}
-    warnings: list[str] = []
-    store: str
-    encrypted: bool
-    error: str | None = None
 
 
 class ManagerStats(BaseModel):
@@ -122,6 +97,7 @@ class TokenManager:
         self._unsaved: dict[str, _Unsaved] = {}
         self._retry_tasks: dict[str, asyncio.Task[None]] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []  # clients the manager made (Redis)
         self.health = AccountHealth(store, self._announce, clock)
         self.login = LoginFlow(settings, store, pending or store, self.oauth, self._logged_in, clock)
         self.stats = ManagerStats()
@@ -134,20 +110,23 @@ class TokenManager:
             from redis.asyncio import Redis
 
             from .events import RedisAccountEvents
-            from .locks import RedisLock
+            from .locks import RedisLock, refresh_bound
             from .pending import RedisPendingLogins
 
             url = settings.redis.url.get_secret_value()
             redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-            return cls(
+            # Pub/sub blocks on reads: it gets its own connection without a read timeout.
+            subscriber = Redis.from_url(url, socket_connect_timeout=2)
+            manager = cls(
                 settings,
                 store,
-                lock=RedisLock(redis, store, ttl=settings.lock_ttl_seconds),
+                lock=RedisLock(redis, store, ttl=settings.lock_ttl_seconds, refresh_bound=refresh_bound(settings)),
                 pending=RedisPendingLogins(redis, cipher_for(settings), store, ttl=settings.login_state_ttl_seconds),
-                # Pub/sub blocks on reads: it gets its own connection without a read timeout.
-                events=RedisAccountEvents(Redis.from_url(url, socket_connect_timeout=2)),
+                events=RedisAccountEvents(subscriber),
                 clock=clock,
             )
+            manager._closers = [redis.aclose, subscriber.aclose]
+            return manager
         if settings.store == "postgres":
             from .store.pg_events import PostgresAccountEvents
 
@@ -170,6 +149,9 @@ class TokenManager:
                 await self._save_unsaved(account)
         if self._events is not None:
             await self._events.aclose()  # type: ignore[attr-defined]
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
         await self.oauth.aclose()
         await self.store.close()
         if self._unsaved:
@@ -498,48 +480,11 @@ class TokenManager:
         return await self.store.accounts()
 
     async def status(self, account: str | None = None) -> AccountStatus:
-        account = self.account_id(account)
-        base = {"account": account, "store": self.store.location, "encrypted": self.store.encrypted}
-        try:
-            record = await self.store.load(account)
-        except TokenStoreError as exc:
-            return AccountStatus(logged_in=False, error=str(exc), **base)
-        if record is None:
-            return AccountStatus(logged_in=False, **base)
-        tokens, now = record.tokens, self._clock()
-        cooling = record.cooldown_until is not None and record.cooldown_until > now
-        days = self.settings.refresh_token_default_days
-        refresh_end = tokens.refresh_expires(days) if tokens.refresh_token is not None else None
-        relogin = record.relogin_reason
-        warnings = []
-        if refresh_end is not None and relogin is None:
-            if refresh_end <= now:
-                relogin = "the refresh token's lifetime has ended"
-            elif refresh_end - now <= self.settings.refresh_warning_days * 86400:
-                warnings.append(
-                    f"the refresh token ends in {(refresh_end - now) / 86400:.1f} days; "
-                    "log in again before then (`litellm claude login`)"
-                )
-        return AccountStatus(
-            cooldown_until=record.cooldown_until if cooling else None,
-            cooldown_reason=record.cooldown_reason if cooling else None,
-            model_cooldowns={f: until for f, (until, _) in record.model_cooldowns.items() if until > now},
-            logged_in=True,
-            valid=not tokens.is_expired(now) and relogin is None,
-            expires_at=tokens.expires_at,
-            expires_in_seconds=tokens.expires_in(now),
-            refreshable=tokens.refresh_token is not None,
-            refresh_expires_at=refresh_end,
-            refresh_expires_in_seconds=None if refresh_end is None else refresh_end - now,
-            account_email=tokens.account_email,
-            organization_name=tokens.organization_name,
-            subscription_type=tokens.subscription_type,
-            source=tokens.source,
-            linked_credentials=record.linked_credentials,
-            relogin_reason=relogin,
-            warnings=warnings,
-            **base,
-        )
+        return await account_status(self.store, self.settings, self.account_id(account), self._clock())
+
+    async def rotate_keys(self) -> int:
+        """Re-seal every stored record with the current key; how many were rewritten."""
+        return await self.store.rotate_keys()
 
     def invalidate(self, account: str | None = None) -> None:
         """Forget what we know of an account so the next request re-reads the store."""

@@ -17,10 +17,8 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlparse
-
-import httpx
 
 from .errors import InvalidGrantError, OAuthError, RateLimitedError
 from .settings import Settings
@@ -29,7 +27,8 @@ from .tokens import TokenSet
 log = logging.getLogger(__name__)
 
 # Raised before a single byte of the request left: safe to try the next URL.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+if TYPE_CHECKING:
+    import httpx
 _BODY_EXCERPT = 200
 _SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_-]+")
 # `code=…&state=…` as some callback pages and tools show it (keys in any order).
@@ -87,6 +86,8 @@ class OAuthClient:
         self._owns_http = http is None
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx  # here, not at import: `litellm claude status` never makes a request
+
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.settings.http_timeout_seconds)
         return self._http
@@ -148,13 +149,17 @@ class OAuthClient:
         }
 
     async def _post_token(self, body: Mapping[str, Any], what: str, *, secrets: Iterable[str]) -> Mapping[str, Any]:
+        import httpx
+
+        # Errors that prove the request never left: only then may a single-use credential be re-sent.
+        not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
         urls = self.settings.token_urls
         unreachable: list[str] = []
         for i, url in enumerate(urls):
             last = i == len(urls) - 1
             try:
                 response = await self._client().post(url, json=dict(body), headers=self._headers())
-            except _NOT_SENT as exc:
+            except not_sent as exc:
                 log.warning("Claude OAuth %s: %s unreachable (%s)", what, url, type(exc).__name__)
                 unreachable.append(f"{url}: {type(exc).__name__}")
                 continue
@@ -222,7 +227,7 @@ def _excerpt(response: httpx.Response, secrets: tuple[str, ...]) -> str:
     """The start of a non-JSON error body, one line, without anything token-like."""
     try:
         text = response.text
-    except (UnicodeDecodeError, httpx.ResponseNotRead):
+    except (UnicodeDecodeError, LookupError, RuntimeError):  # httpx.ResponseNotRead is a RuntimeError
         return ""
     text = _clean(text, secrets)
     return text if len(text) <= _BODY_EXCERPT else text[: _BODY_EXCERPT - 1] + "…"

@@ -98,11 +98,12 @@ def spawn(go_file: Path, env: dict[str, str]) -> subprocess.Popen:
 def test_four_processes_at_expiry_share_one_refresh(
     shared_env: dict[str, str], fake: FakeAnthropic, tmp_path: Path
 ) -> None:
-    old = login(fake, access_ttl=60)  # inside the 5-minute margin: due for refresh
+    # A 2 s token is due for refresh after 1 s (the margin is capped at half the lifetime).
+    old = login(fake, access_ttl=2)
     fake.token_delay = 0.3  # widen the race window
     go = tmp_path / "go"
     procs = [spawn(go, shared_env) for _ in range(4)]
-    time.sleep(1.0)  # let every process import and reach the start line
+    time.sleep(1.2)  # let every process import and reach the start line; the token is now due
     refreshes_before = fake.refresh_count
     go.touch()
     outputs = [p.communicate(timeout=60) for p in procs]
@@ -115,7 +116,8 @@ def test_four_processes_at_expiry_share_one_refresh(
 def test_kill_9_during_refresh_leaves_a_usable_store(
     shared_env: dict[str, str], fake: FakeAnthropic, tmp_path: Path
 ) -> None:
-    login(fake, access_ttl=60)
+    login(fake, access_ttl=2)
+    time.sleep(1.1)  # due for refresh (the margin is capped at half the 2 s lifetime)
     # The server finishes the killed client's request; without rotation its refresh
     # token stays good, so what we check is our side: lock freed, store intact.
     fake.rotate_refresh_tokens = False

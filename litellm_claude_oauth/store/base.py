@@ -151,6 +151,10 @@ class TokenStore(Protocol):
 
     async def pending_for(self, account: str) -> list[PendingLogin]: ...
 
+    async def prune_pending(self, older_than: float) -> int:
+        """Drop pending logins started before ``older_than`` (unix seconds); how many went."""
+        ...
+
     def lock(self, account: str) -> AbstractAsyncContextManager[None]:
         """Cross-process lock serialising refreshes of one account."""
         ...
