@@ -61,6 +61,7 @@ __all__ = [
     "format_window",
     "get_quotas",
     "prefer",
+    "read_shared",
 ]
 
 OVERAGE = "overage"
@@ -513,6 +514,19 @@ def _window(name: str, entry: _Entry, now: float) -> WindowQuota:
         observed_at=observed_at,
         rolled_over=rolled,
     )
+
+
+async def read_shared(settings: Settings, accounts: Iterable[str], backend: QuotaBackend | None = None,
+                      now: float | None = None) -> dict[str, AccountQuota]:
+    """The shared view of ``accounts`` for a process that serves no requests (``litellm claude status``):
+    one pull from Redis or the sidecar, then closed. Unreachable: empty views, never an error."""
+    quotas = Quotas(settings, backend if backend is not None else backend_for(settings), worker="reader")
+    try:
+        await quotas.sync()
+    finally:
+        if quotas.backend is not None:
+            await quotas.backend.aclose()
+    return {name: quotas.view(name, now) for name in accounts}
 
 
 # -- pools --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from litellm_claude_oauth.quotas import (
     backend_for,
     format_window,
     prefer,
+    read_shared,
     sidecar_directory,
 )
 from litellm_claude_oauth.settings import Settings
@@ -287,6 +288,21 @@ async def test_sidecar_skips_damaged_files_and_removes_week_old_ones(tmp_path: P
     await reader.sync()
     assert reader.utilization("alice", "5h", now=NOW) == 0.3
     assert not old.exists() and (directory / "broken.json").exists()
+
+
+async def test_read_shared_is_what_the_cli_shows(tmp_path: Path) -> None:
+    token_file = tmp_path / "claude_tokens.json"
+    settings = Settings(token_file=token_file)
+    worker = Quotas.from_settings(settings, worker="proxy-worker")
+    worker.observe("alice", headers(five_hour=0.62, seven_day=0.3), NOW)
+    await worker.aclose()
+    views = await read_shared(settings, ["alice", "bob"], now=NOW)
+    assert [(w.name, w.utilization) for w in views["alice"].windows] == [("5h", 0.62), ("7d", 0.3)]
+    assert views["bob"].windows == []
+    assert format_window(views["alice"].windows[0], NOW) == "5h        ██████░░░░  62% · resets in 1.8 h"
+    # Nothing shared at all (no directory yet): empty views, no error.
+    empty = await read_shared(Settings(token_file=tmp_path / "none" / "t.json"), ["alice"])
+    assert empty["alice"].windows == []
 
 
 def test_backend_follows_the_settings(tmp_path: Path) -> None:
