@@ -23,8 +23,8 @@ WINDOW_SLACK = 1.25
 # Where kills (and racing writes) are aimed; the phase is then read from what actually happened:
 STRATA = (
     ("startup", 0.10),  # spawn -> imports done, never told to refresh
-    ("pre-call", 0.15),  # go -> the request is about to be sent (store reads, lock, HTTP client set-up)
-    ("call", 0.30),  # request sent -> answer read, token_delay included
+    ("pre-call", 0.15),  # go -> the request reaches the fake (store reads, lock, HTTP client set-up)
+    ("call", 0.30),  # request received -> answer read, token_delay included
     ("write", 0.30),  # answer read -> save completed
     ("post", 0.15),  # save completed -> 25% later (process winding down)
 )
@@ -187,14 +187,20 @@ class Timing:
     """
 
     def __init__(self) -> None:
-        self.samples: dict[str, deque[float]] = {k: deque(maxlen=9) for k in ("sent", "answer", "saved")}
+        self.samples: dict[str, deque[float]] = {k: deque(maxlen=9) for k in ("arrival", "answer", "saved")}
 
-    def add(self, child: Child, markers: Markers) -> bool:
-        """Learn from an un-killed refresh (never from victims: only the fast ones would count)."""
-        go, sent, answer, saved = child.go_at, markers.at("U+"), markers.at("U-"), markers.at("W-")
-        if go is None or sent is None or answer is None or saved is None:
+    def add(self, child: Child, markers: Markers, arrival: float | None) -> bool:
+        """Learn from an un-killed refresh (never from victims: only the fast ones would count).
+
+        ``arrival``: when the parent saw the request reach the fake (testbed.wait_arrival).
+        """
+        go, answer, saved = child.go_at, markers.at("U-"), markers.at("W-")
+        if go is None or arrival is None or answer is None or saved is None:
             return False
-        for key, stamp in zip(self.samples, (sent, answer, saved), strict=True):
+        # The parent polls for the arrival while the fake answers in a thread of the same process:
+        # it may notice only after the child read the answer.
+        arrival = min(arrival, answer)
+        for key, stamp in zip(self.samples, (arrival, answer, saved), strict=True):
             self.samples[key].append(stamp - go)
         return True
 
@@ -202,13 +208,14 @@ class Timing:
         return statistics.median(self.samples[key])
 
     def aim(self, stratum: str, token_delay: float, stall: float) -> tuple[str, float]:
-        """(the event the stratum starts at, how long it lasts). Events: "go" and the child's
-        "U+" (request sent), "U-" (answer read) and "W-" (save done) markers. Timing from the
-        event, not from "go", keeps jitter from blurring the short write window."""
-        sent, answer, saved = self.median("sent"), self.median("answer"), self.median("saved")
+        """(the event the stratum starts at, how long it lasts). Events: "go", the request's
+        arrival at the fake, and the child's "U-" (answer read) and "W-" (save done) markers.
+        Timing from the event, not from "go", keeps jitter from blurring the short write window.
+        (The child's "U+" is no anchor: a fresh process sets up its HTTP client after it.)"""
+        arrival, answer, saved = self.median("arrival"), self.median("answer"), self.median("saved")
         return {
-            "pre-call": ("go", sent),
-            "call": ("U+", answer - sent + token_delay),
+            "pre-call": ("go", arrival),
+            "call": ("arrival", answer - arrival + token_delay),
             "write": ("U-", saved - answer + 2 * stall),  # two fsyncs: the temp file's and the directory's
             "post": ("W-", (WINDOW_SLACK - 1) * (saved + token_delay + 2 * stall)),
         }[stratum]

@@ -29,6 +29,7 @@ from .testbed import (
     store_env,
     stored,
     tmp_files,
+    wait_arrival,
 )
 
 ACCOUNTS = ("default", "alice", "bob")
@@ -86,12 +87,14 @@ def world(name: str, *, rotate: bool, accounts: int, workdir: Path | None) -> It
         # Un-killed refreshes: they time the phases the kills aim at (recoveries add more) and are the baseline.
         for _ in range(CALIBRATION_RUNS):
             child = pool.take(quiet=True)
+            before = fake.refresh_count
             child.go("refresh", names[0])
+            arrival = wait_arrival(fake, before, RECOVERY_TIMEOUT)
             code, markers, err = child.finish(RECOVERY_TIMEOUT)
             child.close()
             pool.refill()
             done = _took(child, markers)
-            if code != 0 or done is None or not w.timing.add(child, markers):
+            if code != 0 or done is None or not w.timing.add(child, markers, arrival):
                 raise RuntimeError(f"calibration refresh failed: {err[-800:]}")
             w.baseline_s.append(done)
         w.expected[names[0]] = w.stored_refresh(names[0])
@@ -133,10 +136,17 @@ def _took(child: Child, markers: Markers) -> float | None:
     return None if end is None or child.go_at is None else end - child.go_at
 
 
-def _aim(child: Child, w: World, stratum: str, delay: float, stall: float, position: float) -> tuple[bool, str]:
+def _aim(
+    child: Child, w: World, refreshes_before: int, stratum: str, delay: float, stall: float, position: float
+) -> tuple[bool, str]:
     """Wait for the event that opens ``stratum`` in ``child``'s refresh, then ``position`` of its span."""
     anchor, span = w.timing.aim(stratum, delay, stall)
-    reached = anchor == "go" or child.wait_marker(anchor, 5)
+    if anchor == "go":
+        reached = True
+    elif anchor == "arrival":
+        reached = wait_arrival(w.fake, refreshes_before, 5) is not None
+    else:
+        reached = child.wait_marker(anchor, 5)
     time.sleep(position * span)
     return reached, anchor
 
@@ -167,7 +177,7 @@ def _one_kill(
         victim = w.pool.take(quiet=True)
         victim.go("refresh", account, stall)
         assert victim.go_at is not None
-        reached, anchor = _aim(victim, w, stratum, delay_s, stall, position)
+        reached, anchor = _aim(victim, w, refreshes_before, stratum, delay_s, stall, position)
         victim.kill()
         kill_after = time.monotonic() - victim.go_at
         if not reached:
@@ -218,8 +228,10 @@ def _recover(outcome: LoopOutcome, w: World) -> None:
     Nothing else of ours runs meanwhile, so its phase times calibrate the victims' kill windows.
     """
     child = w.pool.take(quiet=True)
+    before = w.fake.refresh_count
     child.go("refresh", outcome.account)
     assert child.go_at is not None
+    arrival = wait_arrival(w.fake, before, RECOVERY_TIMEOUT)
     done = child.wait_marker("D", RECOVERY_TIMEOUT)
     outcome.recovery_s = _took(child, child.markers()) or time.monotonic() - child.go_at
     error = None
@@ -229,7 +241,7 @@ def _recover(outcome: LoopOutcome, w: World) -> None:
         error = f"no success after {outcome.recovery_s:.1f}s (exit {code}): {last_line(err)}"
     else:
         markers = child.markers()
-        w.timing.add(child, markers)
+        w.timing.add(child, markers, arrival)
 
         def late_failure(what: str) -> None:
             if outcome.recovery_error is None:
@@ -292,11 +304,11 @@ def run_races(
 
 def _race_target(timing: Timing, stratum: str, token_delay: float, position: float) -> float:
     """Seconds after the refresher's "go" at which the racing write should land."""
-    sent = timing.median("sent")
+    arrival = timing.median("arrival")
     answer, saved = timing.median("answer") + token_delay, timing.median("saved") + token_delay
     low, high = {
-        "pre-call": (0.0, sent),
-        "call": (sent, answer),
+        "pre-call": (0.0, arrival),
+        "call": (arrival, answer),
         "write": (answer, saved),
         "post": (saved, WINDOW_SLACK * saved),
     }[stratum]
@@ -353,12 +365,6 @@ def _one_race(
 
     # The next race starts from a live login without a cooldown.
     w.relogin(account)
-    if _unraced(refresher_markers, racer_markers):
-        w.timing.add(refresher, refresher_markers)
     w.pool.refill()
     return outcome
 
-
-def _unraced(refresher: Markers, racer: Markers) -> bool:
-    """A refresh the racing write did not slow down (it ended after the commit) can calibrate the aim."""
-    return race_position(refresher, racer) == "after-commit"

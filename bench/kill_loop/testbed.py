@@ -66,6 +66,19 @@ def spent_tokens(fake: FakeAnthropic) -> set[str]:
     }  # fmt: skip
 
 
+def wait_arrival(fake: FakeAnthropic, before: int, timeout: float = 5.0) -> float | None:
+    """When (monotonic clock) the fake's refresh counter passed ``before``: a request's arrival, to ~1 ms.
+
+    The counter goes up as the token endpoint admits a request, before its answer.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fake.refresh_count > before:
+            return time.monotonic()
+        time.sleep(0.0005)
+    return None
+
+
 def settle_upstream(fake: FakeAnthropic, timeout: float = 5.0) -> bool:
     """Wait until the fake has answered every token request and no new one came for 50 ms.
 
