@@ -17,6 +17,8 @@
 #
 # Every published port binds 127.0.0.1; test traffic goes to loopback and the
 # stack's own containers. Once the engine runs, any failure exits non-zero.
+# It takes down (with -v) any compose project named `litellm` first and last:
+# on a machine with a stack of your own, its volumes go too.
 #
 # Usage: bash .ci/docker.sh
 # Env:   CI_CACHE_DIR (default /var/cache/litellm-claude-oauth-ci),
@@ -125,12 +127,17 @@ export_tokens() {
     docker exec "$APP" litellm claude export --show-tokens >"$WORK/tokens.json" 2>/dev/null &&
         python3 - "$WORK/tokens.json" >"$WORK/secrets" <<'EOF'
 import json, sys
-data = json.load(open(sys.argv[1]))
-records = data if isinstance(data, list) else data.get("accounts", [data]) if isinstance(data, dict) else []
-for r in records:
-    for key in ("access_token", "refresh_token"):
-        if isinstance(r, dict) and r.get(key):
-            print(r[key])
+# Every string under a key naming a token, wherever the export's layout puts it.
+def walk(node, key=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            walk(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            walk(v, key)
+    elif isinstance(node, str) and "token" in key.lower() and len(node) >= 16:
+        print(node)
+walk(json.load(open(sys.argv[1])))
 EOF
     [[ -s $WORK/secrets ]]
 }
@@ -185,7 +192,7 @@ check_logs() {
 
 check_restart() {
     local before after out code
-    before=$(fake_state | state_field exchange_count)
+    before=$(fake_state | state_field exchange_count) || before="?"
     compose restart litellm >/dev/null 2>&1 || { fail "docker compose restart litellm"; return; }
     if ! wait_healthy; then fail "litellm not healthy again after restart"; return; fi
     if out=$(docker exec "$APP" litellm claude status 2>&1) && grep -q Valid <<<"$out"; then
@@ -196,7 +203,7 @@ check_restart() {
     code=$(curl -sS -o "$WORK/chat.json" -w '%{http_code}' --max-time 60 -H "@$WORK/auth-header" \
         -H 'Content-Type: application/json' -X POST "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" \
         --data '{"model": "'"$MODEL"'", "messages": [{"role": "user", "content": "Hello again"}], "max_tokens": 20}' || echo 000)
-    after=$(fake_state | state_field exchange_count)
+    after=$(fake_state | state_field exchange_count) || after="??"
     if [[ $code == 200 && $before == "$after" ]]; then
         pass "after restart litellm: chat answers 200 with the stored login (no new login)"
     else
@@ -284,7 +291,7 @@ main() {
 
     if ((MADE_ENV_FILE)); then check_env_file; fi
     local key
-    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' .env.oauth | tail -n1)
+    key=$(sed -n 's/^LITELLM_MASTER_KEY=//p' .env.oauth 2>/dev/null | tail -n1)
     (umask 077 && printf 'Authorization: Bearer %s\n' "$key" >"$WORK/auth-header")
     if export_tokens; then
         check_ciphertext
