@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -38,15 +39,18 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
 from bench.common import percentile, spread
-from tests.backends import TEST_DSN, TEST_REDIS_URL, drop_our_tables, ensure_database, flush_redis
+from tests.backends import TEST_DSN, ensure_database, flush_redis
 from tests.e2e.harness import MASTER_KEY, FakeProcess, Proxy, cli_login, proxy_env, start_proxy, stop_proxy
 
 # CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS. The margin is capped at half a token's lifetime, so
@@ -55,6 +59,8 @@ MARGIN = 2
 HOLD = 3.0
 MAX_REFRESHES = 2  # per storm: one, plus one if the first only found a token revoked too
 TRANSPORT_ERROR = -1
+# Not the tests' Redis database (CLAUDE_OAUTH_TEST_REDIS_URL, index 15): the run flushes this one.
+BENCH_REDIS_URL = os.environ.get("CLAUDE_OAUTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 CLI_WINDOW = 8.0  # seconds of steady load around the CLI refresh (and of its baseline)
 
 
@@ -158,12 +164,28 @@ def http_login(proxy: Proxy, fake: FakeProcess) -> None:
             raise RuntimeError(f"login exchange over HTTP: {done.status_code} {done.text[:300]}")
 
 
-def backend_env(store: str) -> dict[str, str]:
+@contextlib.contextmanager
+def backend_env(store: str) -> Iterator[dict[str, str]]:
+    """The store's environment. PostgreSQL: a schema of the run's own on the test database, and
+    a Redis database index the tests do not use, so tests running meanwhile keep their tables and keys."""
     if store == "file":
-        return {}  # proxy_env already points at a token file in the run's temp dir, and drops REDIS_*
-    drop_our_tables(ensure_database(TEST_DSN))
-    flush_redis(TEST_REDIS_URL)
-    return {"CLAUDE_TOKEN_STORE": "postgres", "CLAUDE_OAUTH_DATABASE_URL": TEST_DSN, "REDIS_URL": TEST_REDIS_URL}
+        yield {}  # proxy_env already points at a token file in the run's temp dir, and drops REDIS_*
+        return
+    import psycopg
+    from psycopg import sql
+
+    dsn = ensure_database(TEST_DSN)
+    schema = f"bench_storm_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    flush_redis(BENCH_REDIS_URL)
+    try:
+        yield {"CLAUDE_TOKEN_STORE": "postgres", "REDIS_URL": BENCH_REDIS_URL,
+               "CLAUDE_OAUTH_DATABASE_URL": dsn + ("&" if "?" in dsn else "?") + urlencode({"schema": schema})}
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        flush_redis(BENCH_REDIS_URL)
 
 
 @dataclass
@@ -339,26 +361,24 @@ def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-storm-"))
-    fake = FakeProcess(tmp, access_ttl=3600)
-    proxy: Proxy | None = None
     run = Run()
-    try:
+    with contextlib.ExitStack() as stack:
+        fake = FakeProcess(tmp, access_ttl=3600)
+        stack.callback(fake.stop)
+        backend = stack.enter_context(backend_env(args.store))
         # proxy_env reads only the fake's URLs, which FakeProcess has too.
         env = proxy_env(
             fake, tmp, LITELLM_LOG="ERROR", CLAUDE_OAUTH_REFRESH_MARGIN_SECONDS=str(MARGIN),  # type: ignore[arg-type]
-            **backend_env(args.store),
+            **backend,
         )  # fmt: skip
         proxy = start_proxy(env, tmp / "proxy.log", "--num_workers", str(args.workers), timeout=600)
+        stack.callback(stop_proxy, proxy)
         cli_login(env, fake)
         for _ in range(2):  # warm: every worker has loaded the token and opened its connections
             burst(proxy, fake, args.concurrency, args.model)
         run_rounds(run, proxy, fake, args.rounds, args.concurrency, args.model)
         run_cli(run, proxy, fake, args.concurrency, args.model)
         run_relogin(run, proxy, fake, args.concurrency, args.model)
-    finally:
-        if proxy is not None:
-            stop_proxy(proxy)
-        fake.stop()
     broken = report(run, args)
     if broken:
         print(f"proxy log: {tmp / 'proxy.log'}")
