@@ -7,11 +7,16 @@ Checked against (``tests/test_litellm_api.py`` and the e2e suite, run by
 ``.ci/litellm_matrix.sh`` for the oldest and by ``scripts/test`` for the newest):
 
 ========== ===================================================================
-1.81.12    oldest supported: first release that turns an ``sk-ant-oat`` api_key
-           into ``Authorization: Bearer`` plus the ``oauth-2025-04-20`` beta on
-           both the chat and ``/v1/messages`` paths (1.81.8-1.81.11 did that only
-           for a token the client itself sent). Before 1.81.12 a request goes out
-           with ``x-api-key`` and Anthropic refuses it.
+1.94.0     oldest supported. The first release that imports a config's
+           ``callbacks: [litellm_claude_oauth.hook.handler]`` from the installed
+           package when the config file lives anywhere else; 1.93.x and older look
+           only for ``litellm_claude_oauth/hook.py`` beside the config file and the
+           proxy exits at startup ("Could not import handler").
+1.81.12    (below the floor, for the record) first release that turns an
+           ``sk-ant-oat`` api_key into ``Authorization: Bearer`` plus the
+           ``oauth-2025-04-20`` beta on the chat and ``/v1/messages`` paths; with
+           1.81.11 every request is refused ("OAuth authentication is currently
+           not supported"). The in-process tests of this module pass on 1.81.12.
 1.106.12   newest installable here (``.venv``).
 ========== ===================================================================
 
@@ -25,18 +30,21 @@ Not tested here, followed from the released source only:
   the console script (``litellm = litellm_cli.main:proxy_server``, which calls the
   same ``run_server``) and the proxy's dependencies. So the imports below stay, and
   :func:`run_proxy_cli` needs no second path.
-* 1.82.7 and 1.82.8 are excluded in ``pyproject.toml``: a supply-chain compromise
-  (March 2026) that ran a credential stealer from a ``.pth`` file.
+* 1.82.7 and 1.82.8 stay excluded in ``pyproject.toml`` though below the floor: a
+  supply-chain compromise (March 2026) that ran a credential stealer from a ``.pth``
+  file on every Python start.
 
 Version differences handled here:
 
-* ``RateLimitError(headers=...)`` appeared between 1.90.0 and 1.94.0; before, the proxy reads
-  ``retry-after`` from the error's ``response`` (see :func:`rate_limit_error`).
+* ``RateLimitError(headers=...)`` appeared between 1.90.0 and 1.94.0; before it the
+  proxy read ``retry-after`` from the error's ``response``. :func:`rate_limit_error`
+  sets both, so it holds below the floor too.
 * ``AsyncHTTPHandler.client`` became a property that re-creates a closed client (and
   so would drop an ``auth`` set on it); :class:`AuthedAsyncHTTPHandler` sets the auth
   on every client it creates.
-* ``user_api_key_auth`` is a FastAPI dependency whose header parameters differ by
-  release; :func:`authenticate_key` passes exactly the ones the installed one takes.
+* ``user_api_key_auth`` is a FastAPI dependency whose header parameters default to
+  ``fastapi.Security`` markers (and have grown over releases); :func:`authenticate_key`
+  passes each one the installed release takes, empty.
 
 Importing this module imports the LiteLLM SDK (seconds) but not the proxy: proxy names
 (``LitellmUserRoles``, ``UserAPIKeyAuth``, ``user_api_key_auth``) load on first use,
@@ -65,8 +73,8 @@ if TYPE_CHECKING:
     from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 # Keep in step with the litellm requirement in pyproject.toml (a test checks it).
-SUPPORTED: Final = ">=1.81.12,!=1.82.7,!=1.82.8,<1.107"
-OLDEST_TESTED: Final = "1.81.12"
+SUPPORTED: Final = ">=1.94.0,!=1.82.7,!=1.82.8,<1.107"
+OLDEST_TESTED: Final = "1.94.0"
 NEWEST_TESTED: Final = "1.106.12"
 KNOWN_BAD: Final = frozenset({"1.82.7", "1.82.8"})
 
@@ -140,6 +148,20 @@ def rate_limit_error(message: str, model: str, retry_after: int) -> RateLimitErr
     if "headers" in inspect.signature(RateLimitError.__init__).parameters:
         kwargs["headers"] = headers
     return RateLimitError(**kwargs)
+
+
+def exempt_from_router_cooldown(kwargs: dict[str, Any], deployment: Any | None) -> None:
+    """Keep this call's errors from resting the whole deployment in LiteLLM's router.
+
+    The plugin handles auth and quota errors itself (refresh, rest one account, hand a
+    client's own 401 back); a router cooldown would instead turn every later request into
+    "No deployments available". Where the router reads a ``cooldown_time`` of 0 differs:
+    1.98+ reads the router's deployment (``model_info``, then ``litellm_params``), 1.94-1.97
+    only the failed call's own ``litellm_params``, i.e. this call's kwargs. Both are set.
+    """
+    kwargs["cooldown_time"] = 0
+    if isinstance(deployment, dict):
+        deployment.setdefault("model_info", {}).setdefault("cooldown_time", 0)
 
 
 # -- the proxy: app, router, master key, key auth, CLI --------------------------------
@@ -244,6 +266,7 @@ __all__ = [
     "UserAPIKeyAuth",
     "authenticate_key",
     "authentication_error",
+    "exempt_from_router_cooldown",
     "is_proxy_admin",
     "litellm_version",
     "loaded_proxy_alerting",

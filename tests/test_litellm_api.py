@@ -77,6 +77,7 @@ class SwapInClient(api.CustomLogger):
         self.client = client
         self.api_base = api_base
         self.calls: list[str] = []
+        self.router: Any = None  # set: exempt the deployment from router cooldowns, as the plugin does
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
         if kwargs.get("api_key") != "claude-oauth":
@@ -85,6 +86,9 @@ class SwapInClient(api.CustomLogger):
         kwargs["api_key"] = PLACEHOLDER
         kwargs["client"] = self.client
         kwargs["api_base"] = self.api_base
+        if self.router is not None:
+            model_id = (kwargs.get("model_info") or {}).get("id")
+            api.exempt_from_router_cooldown(kwargs, self.router.get_model_info(id=str(model_id)))
         return kwargs
 
 
@@ -166,6 +170,20 @@ async def test_v1_messages_uses_the_hooks_client_and_sends_an_oauth_bearer(wired
     _assert_sent_as_oauth(fake, auth)
 
 
+async def test_an_upstream_401_does_not_rest_the_deployment(wired: Any, fake: FakeAnthropic) -> None:
+    """A client's bad credential (a 401 the plugin hands back) must not make the router refuse the next caller."""
+    router, hook, auth = wired
+    hook.router = router
+    good = auth.token
+    auth.token = "sk-ant-oat01-not-a-token-the-fake-issued"
+    with pytest.raises(api.AuthenticationError):
+        await router.acompletion(model="claude", messages=[{"role": "user", "content": "x"}], max_tokens=20)
+    auth.token = good
+    response = await router.acompletion(model="claude", messages=[{"role": "user", "content": "y"}], max_tokens=20)
+    assert response.choices[0].message.content.startswith("Hello from fake Claude")
+    assert [r.status for r in fake.messages_requests()] == [401, 200]
+
+
 async def test_handler_keeps_its_auth_when_litellm_recreates_a_closed_client() -> None:
     auth = BearerFromStore("t")
     handler = api.AuthedAsyncHTTPHandler(auth=auth, timeout=5)
@@ -205,11 +223,18 @@ def test_proxy_app_is_a_fastapi_app_to_mount_on() -> None:
 
 @pytest.mark.e2e
 def test_real_proxy_serves_chat_and_v1_messages_with_the_plugin(tmp_path: Path) -> None:
-    """The one end-to-end check of /v1/messages that needs no client SDK: the proxy's own route."""
+    """Chat and /v1/messages through the real proxy, its config file outside this checkout.
+
+    A config anywhere names the hook as an installed module (`litellm_claude_oauth.hook.handler`);
+    LiteLLM before 1.94.0 looked for that module only as a file beside the config.
+    """
     from tests.e2e.harness import MASTER_KEY, login_via_cli, proxy_env, start_proxy, stop_proxy
 
+    config = tmp_path / "elsewhere" / "config.yaml"
+    config.parent.mkdir()
+    config.write_text((ROOT / "config.oauth.yaml").read_text())
     with FakeAnthropic(port=0) as upstream:
-        proxy = start_proxy(proxy_env(upstream, tmp_path), tmp_path / "proxy.log")
+        proxy = start_proxy(proxy_env(upstream, tmp_path), tmp_path / "proxy.log", config=config)
         try:
             login_via_cli(proxy, upstream)
             with proxy.client() as client:
