@@ -80,3 +80,40 @@ def test_script_passes_against_local_proxy_and_fake_anthropic(fake: FakeAnthropi
 def test_script_usage_errors_exit_2(args: list[str]) -> None:
     result = run_script(*args, env=dict(os.environ))
     assert result.returncode == 2, result.stdout + result.stderr
+
+
+
+def lock(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(tmp_path / "scripts" / "lock"), *args],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+
+
+def test_lock_check_sees_dependency_changes_only(tmp_path: Path) -> None:
+    """scripts/lock --check (a CI static check) fails once [project].dependencies or
+    [build-system].requires differ from what the lock was made from, and only then."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "docker").mkdir()
+    shutil.copy(ROOT / "scripts" / "lock", tmp_path / "scripts" / "lock")
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(pyproject)
+    digest = lock(tmp_path, "--digest").stdout.strip()
+    assert len(digest) == 64
+    # The repository's lock, with the header it would get from this pyproject.toml.
+    body = [line for line in (ROOT / "docker" / "requirements.lock").read_text().splitlines()
+            if not line.startswith("# pyproject-digest:")]  # fmt: skip
+    (tmp_path / "docker" / "requirements.lock").write_text("\n".join([f"# pyproject-digest: sha256:{digest}", *body]) + "\n")
+
+    def check_with(text: str) -> subprocess.CompletedProcess:
+        (tmp_path / "pyproject.toml").write_text(text)
+        return lock(tmp_path, "--check")
+
+    assert check_with(pyproject).returncode == 0
+    # Comments and other fields do not touch what the image installs.
+    assert check_with("# a comment\n" + pyproject.replace('version = "', 'version = "9', 1)).returncode == 0
+    assert "dependencies = [" in pyproject and "requires = [" in pyproject
+    stale = check_with(pyproject.replace("dependencies = [", 'dependencies = [\n    "six",', 1))
+    assert stale.returncode == 1
+    assert stale.stderr.strip() == "scripts/lock: docker/requirements.lock is stale against pyproject.toml: run scripts/lock"
+    assert check_with(pyproject.replace("requires = [", 'requires = ["wheel", ', 1)).returncode == 1
+    (tmp_path / "docker" / "requirements.lock").unlink()
+    assert "missing" in check_with(pyproject).stderr
