@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Collection
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -37,6 +37,7 @@ from .manager import TokenManager
 from .ratelimit import cooldown_for_429
 from .refusals import classify
 from .routing import AllAccountsCoolingDown, Pool
+from .upstream_headers import remember as remember_headers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Attempt:
     family: str | None = None  # model family, for model-scoped cooldowns
     client_credential: tuple[str, str] | None = None  # (header, value) the client brought, to forward as is
     session: str | None = None  # conversation key, so a pool keeps it on one account
+    call_id: str | None = None  # LiteLLM's id of the client request, the same on its retries
 
 
 current_attempt: ContextVar[Attempt | None] = ContextVar("claude_oauth_attempt", default=None)
@@ -111,6 +113,46 @@ def _carries_foreign_credential(request: httpx.Request) -> bool:
     return bool(request.headers.get("x-api-key"))
 
 
+@dataclass
+class _Retries:
+    """What one request has tried so far."""
+
+    account: str
+    refreshes: int = 0
+    rested: set[str] = field(default_factory=set)
+
+
+class RefusalMemo:
+    """Refusals that the same request will get again, by LiteLLM call id, for a short while.
+
+    LiteLLM's router retries a 429 (and 5xx) by re-running the whole call; for an
+    identity-gate or extra-usage refusal that only repeats the refused request upstream.
+    The hook answers such retries from here instead.
+    """
+
+    TTL = 120.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._entries: dict[str, tuple[float, int, str]] = {}
+
+    def remember(self, call_id: str | None, status: int, message: str) -> None:
+        if not call_id:
+            return
+        now = self._clock()
+        if len(self._entries) > 1000:
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+        self._entries[call_id] = (now + self.TTL, status, message)
+
+    def get(self, call_id: str | None) -> tuple[int, str] | None:
+        # Not popped: LiteLLM retries at two levels (router and client wrapper), each
+        # re-running the hook; every one of them must get the answer.
+        entry = self._entries.get(call_id) if call_id else None
+        if entry is None or entry[0] < self._clock():
+            return None
+        return entry[1], entry[2]
+
+
 class ClaudeOAuthFlow(httpx.Auth):
     def __init__(
         self,
@@ -118,16 +160,23 @@ class ClaudeOAuthFlow(httpx.Auth):
         account: str | None,
         pool: Pool | None,
         trusted_origins: Callable[[], Collection[str]],
+        refused: RefusalMemo | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.manager = manager
         self.account = account
         self.pool = pool
         self._trusted = trusted_origins
+        self._refused = refused or RefusalMemo()
         self._clock = clock
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         attempt = current_attempt.get() or Attempt(account=self.account)
+        # Say who we are (LiteLLM would say only "litellm/<ver>"); never a Claude Code user agent.
+        agent = self.manager.settings.user_agent
+        current_agent = request.headers.get("user-agent", "")
+        if not current_agent.startswith(agent):
+            request.headers["user-agent"] = f"{agent} {current_agent}".strip()
         if origin(request.url) not in self._trusted():
             # A client-chosen api_base must never receive a Claude token.
             request.headers.pop("authorization", None)
@@ -142,7 +191,10 @@ class ClaudeOAuthFlow(httpx.Auth):
             request.headers.pop("x-api-key", None)
             request.headers[header] = value
         if attempt.client_credential is not None or _carries_foreign_credential(request):
-            yield request  # the client's own credential: forwarded once, as is, never touched
+            # The client's own credential: forwarded once, as is, never refreshed, rested or retried.
+            response = yield request
+            if response.status_code >= 400:
+                remember_headers(response.headers)  # so Claude Code can show its own reset time
             return
 
         account = attempt.account
@@ -153,51 +205,68 @@ class ClaudeOAuthFlow(httpx.Auth):
         account = self.manager.account_id(account)
         _use(request, tokens.access)
 
-        refreshes = 0
-        rested: set[str] = set()
+        state = _Retries(account=account)
         while True:
             response = yield request
-            if response.status_code >= 400:
-                await response.aread()
-                refusal = classify(response.status_code, response.headers, response.content)
-                if refusal is not None:
-                    if refusal.ban_like:
-                        self.manager.health.mark_unusable(account, refusal.message)
-                    explain(response, refusal.message)
-                    return
-            if response.status_code == 401:
-                if refreshes >= _MAX_REFRESHES:
-                    return
-                try:
-                    tokens = await self.manager.force_refresh(account, stale_access=_bearer(request) or None)
-                except ClaudeOAuthError as exc:
-                    log.warning("Claude OAuth: refresh after 401 failed: %s", exc)
-                    explain(response, str(exc))
-                    return
-                refreshes += 1
-                log.info("Claude OAuth: upstream 401, retrying with a refreshed token (%d/%d)", refreshes,
-                         _MAX_REFRESHES)
-                _use(request, tokens.access)
-                continue
-            if response.status_code != 429:
+            if response.status_code < 400:
                 return
-            cooldown = cooldown_for_429(response.headers, response.text, self._clock())
-            if cooldown is None:
-                return  # not about this account's quota: resting it or another would not help
-            await self.manager.health.cool_down(account, cooldown)
-            rested.add(account)
-            if self.pool is None:
-                response.headers["retry-after"] = str(cooldown.retry_after(self._clock()))
+            await response.aread()
+            access = await self._next_access(response, request, attempt, state)
+            if access is None:
+                remember_headers(response.headers)
                 return
-            try:
-                account, tokens = await self.pool.next_tokens(
-                    frozenset(rested), family=attempt.family, session=attempt.session
-                )
-            except AllAccountsCoolingDown as exc:
-                response.headers["retry-after"] = str(exc.retry_after)
-                return
-            except ClaudeOAuthError:
-                return
-            log.info("Claude OAuth: '%s' is rate-limited, retrying on '%s'", next(iter(rested)), account)
-            _use(request, tokens.access)
-            refreshes = 0
+            _use(request, access)
+
+    async def _next_access(
+        self, response: httpx.Response, request: httpx.Request, attempt: Attempt, state: _Retries
+    ) -> str | None:
+        """The access token to re-send the request with, or None to give the client this answer."""
+        refusal = classify(response.status_code, response.headers, response.content)
+        if refusal is not None:
+            if refusal.ban_like:
+                self.manager.health.mark_unusable(state.account, refusal.message)
+            if not refusal.retryable:
+                self._refused.remember(attempt.call_id, response.status_code, refusal.message)
+            explain(response, refusal.message)
+            return None
+        if response.status_code == 401:
+            return await self._after_401(response, request, state)
+        if response.status_code == 429:
+            return await self._after_429(response, attempt, state)
+        return None
+
+    async def _after_401(self, response: httpx.Response, request: httpx.Request, state: _Retries) -> str | None:
+        if state.refreshes >= _MAX_REFRESHES:
+            return None
+        try:
+            tokens = await self.manager.force_refresh(state.account, stale_access=_bearer(request) or None)
+        except ClaudeOAuthError as exc:
+            log.warning("Claude OAuth: refresh after 401 failed: %s", exc)
+            explain(response, str(exc))
+            return None
+        state.refreshes += 1
+        log.info("Claude OAuth: upstream 401, retrying with a refreshed token (%d/%d)", state.refreshes,
+                 _MAX_REFRESHES)
+        return tokens.access
+
+    async def _after_429(self, response: httpx.Response, attempt: Attempt, state: _Retries) -> str | None:
+        cooldown = cooldown_for_429(response.headers, response.text, self._clock())
+        if cooldown is None:
+            return None  # not about this account's quota: resting it or another would not help
+        await self.manager.health.cool_down(state.account, cooldown)
+        state.rested.add(state.account)
+        if self.pool is None:
+            response.headers["retry-after"] = str(cooldown.retry_after(self._clock()))
+            return None
+        try:
+            account, tokens = await self.pool.next_tokens(
+                frozenset(state.rested), family=attempt.family, session=attempt.session
+            )
+        except AllAccountsCoolingDown as exc:
+            response.headers["retry-after"] = str(exc.retry_after)
+            return None
+        except ClaudeOAuthError:
+            return None
+        log.info("Claude OAuth: '%s' is rate-limited, retrying on '%s'", state.account, account)
+        state.account, state.refreshes = account, 0
+        return tokens.access

@@ -37,12 +37,14 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
-from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, current_attempt, origin
+from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, RefusalMemo, current_attempt, origin
 from .errors import ClaudeOAuthError, ConfigError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .identity import add_identity
 from .manager import TokenManager, get_manager
 from .ratelimit import model_family
 from .routing import AllAccountsCoolingDown, Pool, Route, caller_identity, is_marker, route_for
+from .upstream_headers import install as install_header_forwarding
+from .upstream_headers import remember as remember_headers
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class ClaudeOAuthHandler(CustomLogger):
         self._clients: dict[Route, AsyncHTTPHandler] = {}
         self._trusted: frozenset[str] | None = None
         self._trusted_for: int | None = None
+        self._refused = RefusalMemo()
 
     @property
     def manager(self) -> TokenManager:
@@ -102,7 +105,7 @@ class ClaudeOAuthHandler(CustomLogger):
         if client is None:
             client = AsyncHTTPHandler(timeout=httpx.Timeout(600.0, connect=10.0))
             client.client.auth = ClaudeOAuthFlow(
-                self.manager, route.account, self.pool if route.pool else None, self.trusted_origins
+                self.manager, route.account, self.pool if route.pool else None, self.trusted_origins, self._refused
             )
             self._clients[route] = client
         return client
@@ -170,12 +173,27 @@ class ClaudeOAuthHandler(CustomLogger):
         except RetryLater as exc:
             # `headers=` (not the response's) is what the proxy hands to the client as is.
             headers = {"retry-after": str(int(exc.retry_after or 60))}
+            remember_headers(headers)  # /v1/messages would drop them otherwise
             raise litellm.RateLimitError(message=str(exc), llm_provider="anthropic", model=model,
                                          headers=headers) from None
         except ClaudeOAuthError as exc:
             prefix = "Claude OAuth is misconfigured" if isinstance(exc, ConfigError) else "Claude OAuth credentials unavailable"
             raise litellm.ServiceUnavailableError(message=f"{prefix}: {exc}", llm_provider="anthropic",
                                                   model=model) from None
+
+    async def async_post_call_failure_hook(
+        self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
+    ) -> None:
+        """Keep Anthropic's rate-limit headers of a failed call for the client (see upstream_headers).
+
+        Also for requests that carried the client's own credential, which LiteLLM may send
+        without our auth flow.
+        """
+        headers = getattr(original_exception, "litellm_response_headers", None)
+        if headers is None:
+            headers = getattr(getattr(original_exception, "response", None), "headers", None)
+        if headers is not None:
+            remember_headers(headers)
 
     async def _prepare(
         self, kwargs: dict[str, Any], api_key: str, configured: Mapping[str, Any] | None, model: str, call_type: str
@@ -193,17 +211,20 @@ class ClaudeOAuthHandler(CustomLogger):
         kwargs["api_key"] = PLACEHOLDER
         family = model_family(model)
 
+        call_id = kwargs.get("litellm_call_id")
+        if (refused := self._refused.get(call_id)) is not None:
+            raise _again(*refused, model=model)  # LiteLLM retrying a refusal: not upstream again
         raw_headers = (kwargs.get("secret_fields") or {}).get("raw_headers")
         credential = client_credential(raw_headers)
         if credential is not None and settings.passthrough != "off":
-            current_attempt.set(Attempt(account=None, family=family, client_credential=credential))
+            current_attempt.set(Attempt(account=None, family=family, client_credential=credential, call_id=call_id))
             return kwargs  # the client brings its own system blocks: nothing is added
         _drop_forwarded_credentials(kwargs)
         if settings.passthrough == "required":
             raise OwnLoginRequired()
         session = session_key(raw_headers, kwargs.get("metadata"))
         account = await self._choose(route, family, session)
-        current_attempt.set(Attempt(account=account, family=family, session=session))
+        current_attempt.set(Attempt(account=account, family=family, session=session, call_id=call_id))
         if settings.system_prompt:
             add_identity(kwargs, settings.system_prompt, call_type)
         return kwargs
@@ -218,6 +239,19 @@ class ClaudeOAuthHandler(CustomLogger):
         if (cooldown := manager.health.cooldown(account, family)) is not None:
             raise AllAccountsCoolingDown(cooldown, pool=False)
         return account
+
+
+def _again(status: int, message: str, *, model: str) -> Exception:
+    """The LiteLLM exception for a refusal the upstream already gave this request."""
+    kinds: dict[int, type[Exception]] = {
+        400: litellm.BadRequestError, 401: litellm.AuthenticationError, 403: litellm.PermissionDeniedError,
+        404: litellm.NotFoundError, 429: litellm.RateLimitError,
+    }
+    kind = kinds.get(status, litellm.BadRequestError)
+    if kind is litellm.PermissionDeniedError:  # the one that insists on a response object
+        response = httpx.Response(403, request=httpx.Request("POST", "https://api.anthropic.com/v1/messages"))
+        return kind(message=message, llm_provider="anthropic", model=model, response=response)
+    return kind(message=message, llm_provider="anthropic", model=model)  # type: ignore[call-arg]
 
 
 def session_key(raw_headers: Mapping[str, Any] | None, metadata: object) -> str | None:
@@ -265,6 +299,7 @@ def _mount_routes() -> None:
     from .routes import mount
 
     mount(app)
+    install_header_forwarding(app)
 
 
 _mount_routes()

@@ -187,8 +187,8 @@ def load_config(path: Path) -> list[ConfigModel]:
         if not isinstance(key, str) or not isinstance(model, str):
             continue
         marker, sep, account = key.partition(":")
-        if marker != OAUTH_MARKER:
-            continue
+        if marker != OAUTH_MARKER or "*" in model:
+            continue  # a wildcard passes any id through: there is no one id to check
         found.append(
             ConfigModel(
                 model_name=str(entry.get("model_name") or model),

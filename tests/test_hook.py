@@ -257,3 +257,42 @@ def test_cache_control_on_a_split_block_stays_with_the_callers_text() -> None:
     assert result[1] == {"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}
     assert json.dumps(block)  # the caller's dict was not mutated
     assert block["text"].startswith(IDENTITY)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500])
+def test_a_remembered_refusal_becomes_the_matching_litellm_error(status: int) -> None:
+    from litellm_claude_oauth.hook import _again
+
+    error = _again(status, "Claude OAuth: this model needs the identity block", model="m")
+    assert getattr(error, "status_code", None) == (400 if status == 500 else status)
+    assert "identity block" in str(error)
+
+
+async def test_a_non_retryable_refusal_is_remembered_for_litellms_retry(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    from litellm_claude_oauth.auth_flow import RefusalMemo
+
+    await logged_in(manager, token_endpoint)
+    memo = RefusalMemo()
+    flow = ClaudeOAuthFlow(manager, None, None, lambda: frozenset({origin(API)}), memo)
+    gate = {"type": "error", "error": {"type": "rate_limit_error", "message": "Error"}}
+    transport, _ = upstream(lambda r, n: httpx.Response(429, json=gate))
+    token = current_attempt.set(Attempt(account=None, call_id="call-1"))
+    try:
+        await send(flow, transport)
+    finally:
+        current_attempt.reset(token)
+    status, message = memo.get("call-1")
+    assert status == 429 and "identity" in message
+    assert memo.get("call-1") == (status, message)  # every retry of that request gets it
+    assert memo.get("call-2") is None
+
+
+async def test_our_requests_say_who_we_are(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    await send(flow_for(manager), transport, headers={"user-agent": "litellm/1.106.12"})
+    agent = seen[0].headers["user-agent"]
+    assert agent.startswith("litellm-claude-oauth/") and "litellm/1.106.12" in agent
+    assert "claude-cli" not in agent and "claude-code" not in agent

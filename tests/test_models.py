@@ -44,6 +44,8 @@ model_list:
     litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}
   - model_name: keyed-claude
     litellm_params: {model: anthropic/claude-opus-5, api_key: sk-ant-api03-x}
+  - model_name: "claude-*"
+    litellm_params: {model: "anthropic/claude-*", api_key: claude-oauth}
   - model_name: broken
   - just a string
 litellm_settings:
@@ -137,6 +139,7 @@ async def test_fetch_models_stops_an_endless_has_more() -> None:
 
 
 def test_load_config_keeps_only_oauth_deployments(tmp_path: Path) -> None:
+    # …and not a wildcard: it passes any id through, there is no one id to check.
     assert load_config(write_config(tmp_path)) == [
         ConfigModel(model_name="claude-opus", upstream_id="claude-opus-5-5"),
         ConfigModel(model_name="claude-haiku-3.5", upstream_id="claude-3-5-haiku-20241022"),

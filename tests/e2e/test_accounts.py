@@ -26,9 +26,9 @@ def pooled(fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config.write_text(
         "model_list:\n"
         "  - model_name: claude-haiku-3.5\n"
-        "    litellm_params: {model: anthropic/claude-3-5-haiku-20241022, api_key: claude-oauth:pool}\n"
+        "    litellm_params: {model: anthropic/claude-haiku-4-5-20251001, api_key: claude-oauth:pool}\n"
         "  - model_name: claude-sonnet-4\n"
-        "    litellm_params: {model: anthropic/claude-sonnet-4-20250514, api_key: 'claude-oauth:alice'}\n"
+        "    litellm_params: {model: anthropic/claude-sonnet-4-6, api_key: 'claude-oauth:alice'}\n"
         "litellm_settings:\n  callbacks: [litellm_claude_oauth.hook.handler]\n"
         "general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n"
     )
