@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import secrets
 from typing import Any
 
@@ -84,8 +85,10 @@ def _chosen_tool(body: dict[str, Any], text: str) -> dict[str, Any] | None:
         return next((t for t in tools if t["name"] == choice.get("name")), None)
     if choice.get("type") == "any":
         return tools[0]
-    lowered = text.lower()
-    return next((t for t in tools if t["name"].lower() in lowered), None)
+    # Only the person's own words, whole words: Claude Code's turns carry <system-reminder>
+    # text full of its tool names ("Agent", "Read"), and a model does not call a tool for those.
+    own = re.sub(r"<system-reminder>.*?</system-reminder>", " ", text, flags=re.S)
+    return next((t for t in tools if re.search(rf"(?<![\w-]){re.escape(t['name'])}(?![\w-])", own, re.I)), None)
 
 
 def _example(schema: Any, name: str) -> Any:
