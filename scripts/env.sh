@@ -7,9 +7,12 @@ if [ ! -f .env.oauth ]; then
   (
     umask 077
     key=$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(32))')
-    sed "s/^CLAUDE_TOKEN_ENCRYPTION_KEY=.*/CLAUDE_TOKEN_ENCRYPTION_KEY=$key/" .env.oauth.example > .env.oauth
+    master=sk-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')
+    sed -e "s/^CLAUDE_TOKEN_ENCRYPTION_KEY=.*/CLAUDE_TOKEN_ENCRYPTION_KEY=$key/" \
+        -e "s/^LITELLM_MASTER_KEY=.*/LITELLM_MASTER_KEY=$master/" .env.oauth.example > .env.oauth
   )
-  echo "[env] created .env.oauth with a fresh CLAUDE_TOKEN_ENCRYPTION_KEY (keep it: tokens are encrypted with it)" >&2
+  echo "[env] created .env.oauth with a fresh LITELLM_MASTER_KEY and CLAUDE_TOKEN_ENCRYPTION_KEY" \
+       "(keep it: tokens are encrypted with that key)" >&2
 fi
 set -a
 # shellcheck disable=SC1091
