@@ -116,6 +116,8 @@ ENV: dict[str, EnvVar] = {
     "CLAUDE_OAUTH_HTTP_TIMEOUT": EnvVar("http_timeout_seconds", "timeout of token requests, seconds", "30"),
     "CLAUDE_API_BASE": EnvVar("api_base", "Messages API base for OAuth deployments", DEFAULT_API_BASE),
     "CLAUDE_CODE_OAUTH_TOKEN": EnvVar(None, "a `claude setup-token` token, read by `litellm claude import`"),
+    "CLAUDE_SETUP_TOKEN": EnvVar(None, "a setup token for `litellm claude import --setup-token` (else read from stdin)"),
+    "LITELLM_CONFIG": EnvVar(None, "the proxy config `litellm claude models` and `doctor` check (else `./config.oauth.yaml`)"),
     "CLAUDE_CODE_CREDENTIALS_FILE": EnvVar(
         "claude_code_credentials_file",
         "Claude Code's credentials, read by `import`",
@@ -139,7 +141,9 @@ ENV: dict[str, EnvVar] = {
         "session_ttl_seconds", "how long a pool keeps a conversation on one account (0: off)", "3600"
     ),
     "CLAUDE_OAUTH_ACCOUNT_MAP": EnvVar(
-        "account_map", "JSON: `team:<id>` / `key:<alias or hash>` / `user:<id>` → account or `pool`"
+        "account_map",
+        "JSON: `key:<alias or hash>` / `team:<id>` / `team_alias:<alias>` / `user:<id>` → account or `pool`, "
+        "matched on the caller's authenticated LiteLLM key (a team alias is not a security boundary)",
     ),
     "CLAUDE_OAUTH_LOCK_TTL_SECONDS": EnvVar(
         "lock_ttl_seconds", "how long a Redis refresh lock outlives a killed holder", "10"
@@ -299,8 +303,10 @@ class Settings(BaseModel):
             raise ValueError('must be a JSON object like {"team:TEAM_ID": "alice"}')
         for selector, account in value.items():
             kind, _, ident = str(selector).partition(":")
-            if kind not in ("team", "key", "user") or not ident:
-                raise ValueError(f"key {selector!r} must be team:<id>, key:<alias or hash> or user:<id>")
+            if kind not in ("team", "team_alias", "key", "user") or not ident:
+                raise ValueError(
+                    f"key {selector!r} must be team:<id>, team_alias:<alias>, key:<alias or hash> or user:<id>"
+                )
             if account != "pool":
                 validate_account_id(str(account))
         return value

@@ -175,7 +175,8 @@ def test_env_table_covers_every_setting() -> None:
     covered = {var.field for var in ENV.values()}
     assert set(Settings.model_fields) - covered == {"redis"}  # composed from the REDIS_* variables
     assert [n for n, v in ENV.items() if v.field is None] == [
-        "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_SSL", "CLAUDE_CODE_OAUTH_TOKEN"
+        "REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_SSL", "CLAUDE_CODE_OAUTH_TOKEN",
+        "CLAUDE_SETUP_TOKEN", "LITELLM_CONFIG",  # read by the CLI
     ]  # fmt: skip
     for name, var in ENV.items():
         assert var.doc and "\n" not in var.doc and "|" not in var.doc, name
@@ -299,3 +300,10 @@ def test_home_is_read_when_settings_are_built(tmp_path: Path, monkeypatch: pytes
     s = Settings.from_env({})
     assert s.token_file == tmp_path / ".litellm" / "claude_tokens.json"
     assert s.claude_code_credentials_file == tmp_path / ".claude" / ".credentials.json"
+
+
+def test_account_map_takes_team_alias_as_its_own_selector() -> None:
+    settings = Settings.from_env({"CLAUDE_OAUTH_ACCOUNT_MAP": '{"team_alias:blue": "alice", "team:t1": "pool"}'})
+    assert settings.account_map == {"team_alias:blue": "alice", "team:t1": "pool"}
+    with pytest.raises(ConfigError, match="team_alias:<alias>"):
+        Settings.from_env({"CLAUDE_OAUTH_ACCOUNT_MAP": '{"teams:x": "alice"}'})
