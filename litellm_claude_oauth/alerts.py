@@ -324,9 +324,11 @@ class Alerts:
         found: list[Condition] = []
         names = await manager.accounts()
         now = self._clock()
+        resting: dict[str, float | None] = {}  # account -> until (None: unusable, no end known)
         for name in names:
             status = await manager.status(name)
             if status.relogin_reason:
+                resting[name] = None
                 found.append(Condition.RELOGIN_REQUIRED)
                 await self.notify(Condition.RELOGIN_REQUIRED, name,
                                   f"needs a new login ({status.relogin_reason}): {_login_hint(name)}")
@@ -335,6 +337,11 @@ class Alerts:
                 found.append(Condition.REFRESH_TOKEN_EXPIRING)
                 await self.notify(Condition.REFRESH_TOKEN_EXPIRING, name,
                                   f"the refresh token ends in {left / 86400:.1f} days: {_login_hint(name)}")
+            # The store's cooldown (any worker's), or a ban-like refusal this worker saw.
+            if status.cooldown_until is not None and status.cooldown_until > now:
+                resting[name] = status.cooldown_until
+            elif manager.health.unusable_reason(name):
+                resting[name] = None
             if quotas is not None:
                 for window in quotas.view(name, now).windows:
                     used = window.utilization
@@ -342,10 +349,11 @@ class Alerts:
                         found.append(Condition.UTILIZATION_HIGH)
                         self.utilization_high(name, window)
         members = list(self.settings.pool_accounts or names)
-        health = manager.health
-        if len(members) > 1 and all(health.cooldown(m) is not None or health.unusable_reason(m) for m in members):
+        # One account resting is that account's business (its cooldown shows in status); a pool
+        # with nowhere left to send requests is the operator's.
+        if len(members) > 1 and all(m in resting for m in members):
             found.append(Condition.POOL_COOLING_DOWN)
-            soonest = min((c.until for m in members if (c := health.cooldown(m)) is not None), default=None)
+            soonest = min((until for m in members if (until := resting[m]) is not None), default=None)
             when = f"; the first is back in {(soonest - now) / 60:.0f} min" if soonest else ""
             await self.notify(Condition.POOL_COOLING_DOWN, "pool",
                               f"every account of the pool ({', '.join(members)}) is cooling down or unusable{when}")
