@@ -79,8 +79,8 @@ def _quota_handler() -> Any:
         def _client(self, route: Any) -> Any:
             client = super()._client(route)
             flow = client.client.auth
-            if not isinstance(flow, ObservingFlow):
-                client.client.auth = ObservingFlow(flow.manager, flow.account, flow.pool, flow._trusted)
+            if isinstance(flow, ClaudeOAuthFlow) and not isinstance(flow, ObservingFlow):
+                flow.__class__ = ObservingFlow  # the same flow object and state, plus observe()
             return client
 
     return ObservingHandler()
