@@ -224,7 +224,7 @@ class ClaudeOAuthFlow(httpx.Auth):
         refusal = classify(response.status_code, response.headers, response.content)
         if refusal is not None:
             if refusal.ban_like:
-                self.manager.health.mark_unusable(state.account, refusal.message)
+                await self.manager.health.suspend(state.account, refusal.message)
             if not refusal.retryable:
                 self._refused.remember(attempt.call_id, response.status_code, refusal.message)
             explain(response, refusal.message)

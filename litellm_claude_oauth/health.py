@@ -77,6 +77,26 @@ class AccountHealth:
     def mark_unusable(self, account: str, reason: str) -> None:
         self._unusable[account] = (reason, self._clock())
 
+    async def suspend(self, account: str, reason: str) -> None:
+        """Anthropic refused the account as a whole (disabled organization): stop using it until a new login.
+
+        Recorded as "re-login required" in the store, so every worker and ``status`` see it.
+        """
+        self.mark_unusable(account, reason)
+
+        def flag(record: AccountRecord | None) -> AccountRecord | None:
+            if record is None or record.relogin_reason is not None:
+                return record
+            return record.model_copy(update={"relogin_reason": reason})
+
+        try:
+            await self._store.update(account, flag)
+        except TokenStoreError as exc:
+            log.warning("could not record that '%s' is refused in the store: %s", account, exc)
+            return
+        log.error("Claude account '%s' was refused by Anthropic and is no longer used: %s", account, reason)
+        await self._announce(account)
+
     def unusable_reason(self, account: str) -> str | None:
         entry = self._unusable.get(account)
         if entry is None:

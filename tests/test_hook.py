@@ -296,3 +296,18 @@ async def test_our_requests_say_who_we_are(manager: TokenManager, token_endpoint
     agent = seen[0].headers["user-agent"]
     assert agent.startswith("litellm-claude-oauth/") and "litellm/1.106.12" in agent
     assert "claude-cli" not in agent and "claude-code" not in agent
+
+
+async def test_a_ban_like_answer_stops_the_account_everywhere_until_a_new_login(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": "This organization has been disabled."}}
+    transport, _ = upstream(lambda r, n: httpx.Response(400, json=body))
+    response = await send(flow_for(manager), transport)
+    assert response.status_code == 400 and "disabled" in response.text
+    stored = await manager.load()
+    assert stored.relogin_reason and "disabled" in stored.relogin_reason
+    assert manager.health.unusable_reason("default")
+    await logged_in(manager, token_endpoint)  # a new login clears it
+    assert (await manager.load()).relogin_reason is None
