@@ -17,7 +17,7 @@ from .run import ACCOUNTS, run_mode, run_races
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loops", type=int, default=100, help="kills per mode (default 100)")
+    parser.add_argument("--loops", type=int, default=100, help="kills per mode (default 100; 0 skips them)")
     parser.add_argument("--races", type=int, default=40, help="cooldown/logout races (default 40; 0 skips them)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--accounts", type=int, default=3, choices=range(1, len(ACCOUNTS) + 1))
@@ -40,10 +40,12 @@ def main() -> None:
             print(f"{o.index:4d} {o.kind:<8} aimed {o.aimed:<8} ended {o.position:<16} refresh {o.refresh_result}"
                   f"{' PROBLEM' if o.problems else ''}", flush=True)  # fmt: skip
 
-    reports = [run_mode(rotate=rotate, loops=args.loops, seed=args.seed, accounts=args.accounts, progress=on_kill)
-               for rotate in (True, False)]  # fmt: skip
-    print(summary(reports))
-    bad = any(r.broken for r in reports)
+    bad = False
+    if args.loops:
+        reports = [run_mode(rotate=rotate, loops=args.loops, seed=args.seed, accounts=args.accounts, progress=on_kill)
+                   for rotate in (True, False)]  # fmt: skip
+        print(summary(reports))
+        bad = any(r.broken for r in reports)
     if args.races:
         races = run_races(loops=args.races, seed=args.seed, progress=on_race)
         print()

@@ -36,6 +36,9 @@ ACCOUNTS = ("default", "alice", "bob")
 RECOVERY_TIMEOUT = 8.0  # seconds from "go" to success for the refresh after a kill
 CALIBRATION_RUNS = 4  # un-killed, un-raced refreshes: the aim's first timings and the baseline
 TOKEN_DELAY = (0.010, 0.050)  # the fake waits this long (random) before answering a token request
+# Races: a slow upstream, so a racing process (which needs ~100 ms of its own before it writes)
+# can land before, during and after the refresh's call rather than always after its commit.
+RACE_TOKEN_DELAY = (0.100, 0.300)
 MAX_STALL = 0.015  # seconds of sleep in each fsync (random up to this)
 
 
@@ -276,7 +279,7 @@ def run_races(
     loops: int,
     seed: int,
     workdir: Path | None = None,
-    token_delay: tuple[float, float] = TOKEN_DELAY,
+    token_delay: tuple[float, float] = RACE_TOKEN_DELAY,
     progress: Callable[[RaceOutcome], None] | None = None,
 ) -> RaceReport:
     """``loops`` times: a refresh of one account, and while it runs, a 429 cooldown or a logout of the same account.
@@ -348,7 +351,7 @@ def _one_race(
     outcome = RaceOutcome(
         index, kind, account, stratum, race_position(refresher_markers, racer_markers),
         "refreshed" if "T" in refresher_markers else refresher_markers.arg("E") or "no marker",
-        refresh_s=_took(refresher, refresher_markers),
+        refresh_s=_took(refresher, refresher_markers), token_delay_s=delay_s,
     )  # fmt: skip
     if problem is not None:
         outcome.problems.append(f"store unreadable: {problem}")
