@@ -23,7 +23,7 @@ def test_every_cli_command_is_in_the_cli_reference() -> None:
     assert missing == []
 
 
-def test_the_two_commands_exist_and_run() -> None:
+def test_the_two_commands_exist_and_are_executable() -> None:
     for script in ("scripts/serve", "scripts/test"):
         assert f"./{script}" in README
         assert os.access(ROOT / script, os.X_OK), script
