@@ -7,14 +7,11 @@ plugin/baseline throughput ratio (median of the ABBA rounds with its spread, tar
 during the load (target 0 while the token is valid).
 
 Quotas are on: the fake answers every request with ``anthropic-ratelimit-unified-*``
-headers and the plugin parses each response's (``Quotas.observe``). If the request
-path does not call ``observe`` yet, ``--quotas auto`` (the default) notices (no quota
-windows in ``/status`` after the warm-up) and restarts the plugin proxy with
-``bench.overhead.quota_handler``: the same handler whose auth flow observes every
-response, as the wired plugin will. ``--quotas off`` measures without it.
+headers and the plugin's request path parses each response's (``Quotas.observe``); the
+bench checks after the warm-up that the windows were seen.
 
     .venv/bin/python -m bench.overhead [--requests 400] [--concurrency 16] [--rounds 5]
-        [--baseline-callback] [--no-identity] [--quotas auto|off]
+        [--baseline-callback] [--no-identity]
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import asyncio
 import os
 import statistics
 import tempfile
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -43,47 +39,8 @@ from tests.e2e.harness import (
     stop_proxy,
 )
 
-MODEL = "claude-haiku-3.5"
+MODEL = "claude-haiku-4.5"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
-
-
-def __getattr__(name: str) -> Any:
-    # Resolved by the proxy from its config (`callbacks: [bench.overhead.quota_handler]`), lazily,
-    # so running the bench itself imports neither the proxy nor the plugin's hook.
-    if name == "quota_handler":
-        return _quota_handler()
-    raise AttributeError(name)
-
-
-def _quota_handler() -> Any:
-    """The plugin's handler, with an auth flow that hands every upstream response to ``Quotas.observe``."""
-    from litellm_claude_oauth import hook
-    from litellm_claude_oauth.auth_flow import ClaudeOAuthFlow
-    from litellm_claude_oauth.quotas import get_quotas
-
-    class ObservingFlow(ClaudeOAuthFlow):
-        async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-            quotas = get_quotas(self.manager.settings)
-            account = self.manager.account_id(self.account)
-            flow = super().async_auth_flow(request)
-            try:
-                outgoing = await flow.__anext__()
-                while True:
-                    response = yield outgoing
-                    quotas.observe(account, response.headers)
-                    outgoing = await flow.asend(response)
-            except StopAsyncIteration:
-                return
-
-    class ObservingHandler(hook.ClaudeOAuthHandler):
-        def _client(self, route: Any) -> Any:
-            client = super()._client(route)
-            flow = client.client.auth
-            if isinstance(flow, ClaudeOAuthFlow) and not isinstance(flow, ObservingFlow):
-                flow.__class__ = ObservingFlow  # the same flow object and state, plus observe()
-            return client
-
-    return ObservingHandler()
 
 
 def quota_windows(proxy: Proxy) -> list[dict[str, Any]]:
@@ -116,10 +73,6 @@ def main() -> None:
     parser.add_argument(
         "--no-identity", action="store_true", help="plugin without the Claude Code system block (isolates its cost)"
     )
-    parser.add_argument(
-        "--quotas", choices=("auto", "off"), default="auto",
-        help="auto: make sure every response is observed (see above); off: the plugin as configured",
-    )
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -142,24 +95,12 @@ def main() -> None:
 
         for proxy in proxies.values():  # warm up connection pools and caches
             asyncio.run(load(proxy, 50, args.concurrency, MODEL))
-        quotas = "plugin as configured"
-        if args.quotas == "auto":
-            if quota_windows(proxies["plugin"]):
-                quotas = "observed by the plugin's own request path"
-            else:
-                stop_proxy(proxies.pop("plugin"))
-                observing = tmp / "plugin-quotas.yaml"
-                config = yaml.safe_load((ROOT / "config.oauth.yaml").read_text())
-                config.setdefault("litellm_settings", {})["callbacks"] = ["bench.overhead.quota_handler"]
-                observing.write_text(yaml.safe_dump(config))
-                proxies["plugin"] = start_proxy(env, tmp / "plugin.log", config=observing)
-                asyncio.run(load(proxies["plugin"], 50, args.concurrency, MODEL))
-                quotas = "observed by bench.overhead.quota_handler (the request path does not call observe yet)"
-            windows = quota_windows(proxies["plugin"])
-            if not windows:
-                raise SystemExit("quotas: no window seen after the warm-up; does the fake send unified headers?")
-            quotas += "; seen: " + ", ".join(f"{w['name']} {w['utilization']:.0%}" for w in windows
-                                             if w["utilization"] is not None)
+        windows = quota_windows(proxies["plugin"])
+        if not windows:
+            raise SystemExit("quotas: no window seen after the warm-up; does the fake send unified headers?")
+        quotas = "observed on every response; seen: " + ", ".join(
+            f"{w['name']} {w['utilization']:.0%}" for w in windows if w["utilization"] is not None
+        )
         reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
 
         results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency)

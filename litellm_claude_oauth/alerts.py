@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Alert", "Alerts", "Condition", "FileDedup", "MemoryDedup", "RedisDedup", "get_alerts", "redact"]
+__all__ = ["Alert", "Alerts", "Condition", "FileDedup", "MemoryDedup", "RedisDedup", "redact"]
 
 DEDUP_SECONDS = 3600.0
 MONITOR_INTERVAL_SECONDS = 300.0
@@ -389,18 +389,3 @@ class Alerts:
 
 def _login_hint(account: str) -> str:
     return "run `litellm claude login" + ("" if account == "default" else f" --account {account}") + "`"
-
-
-_alerts: Alerts | None = None
-
-
-def get_alerts(settings: Settings | None = None) -> Alerts:
-    """The process-wide alerts (Redis or file de-duplication from the settings)."""
-    global _alerts
-    if _alerts is None:
-        if settings is None:
-            from .manager import get_manager
-
-            settings = get_manager().settings
-        _alerts = Alerts.from_settings(settings)
-    return _alerts

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from . import metrics
+from .alerts import Condition
 from .errors import ClaudeOAuthError
 from .manager import TokenManager
 from .ratelimit import cooldown_for_429
@@ -192,6 +194,7 @@ class ClaudeOAuthFlow(httpx.Auth):
             request.headers[header] = value
         if attempt.client_credential is not None or _carries_foreign_credential(request):
             # The client's own credential: forwarded once, as is, never refreshed, rested or retried.
+            metrics.passthrough_request()
             response = yield request
             if response.status_code >= 400:
                 remember_headers(response.headers)  # so Claude Code can show its own reset time
@@ -208,6 +211,9 @@ class ClaudeOAuthFlow(httpx.Auth):
         state = _Retries(account=account)
         while True:
             response = yield request
+            # Every answer carries the account's rate-limit windows, 200s too: no I/O here.
+            self.manager.quotas.observe(state.account, response.headers)
+            metrics.upstream_status(state.account, response.status_code)
             if response.status_code < 400:
                 return
             await response.aread()
@@ -225,6 +231,7 @@ class ClaudeOAuthFlow(httpx.Auth):
         if refusal is not None:
             if refusal.ban_like:
                 await self.manager.health.suspend(state.account, refusal.message)
+                self.manager.alerts.notify_soon(Condition.ACCOUNT_REFUSED, state.account, refusal.message)
             if not refusal.retryable:
                 self._refused.remember(attempt.call_id, response.status_code, refusal.message)
             explain(response, refusal.message)
@@ -264,6 +271,7 @@ class ClaudeOAuthFlow(httpx.Auth):
             )
         except AllAccountsCoolingDown as exc:
             response.headers["retry-after"] = str(exc.retry_after)
+            self.manager.alerts.notify_soon(Condition.POOL_COOLING_DOWN, "pool", str(exc))
             return None
         except ClaudeOAuthError:
             return None

@@ -236,6 +236,7 @@ def status(account: str | None, as_json: bool) -> None:
     from .store import build_store
 
     settings = _settings()
+    quota: dict[str, Any] = {}
 
     # Only the store: no manager, no HTTP client (status must start fast).
     async def collect() -> list[AccountStatus]:
@@ -250,9 +251,16 @@ def status(account: str | None, as_json: bool) -> None:
                     broken = AccountStatus(account=settings.default_account, logged_in=False,
                                            store=store.location, encrypted=store.encrypted, error=str(exc))
                     return [broken]
-            return [await account_status(store, settings, name, time.time()) for name in names]
+            statuses = [await account_status(store, settings, name, time.time()) for name in names]
         finally:
             await store.close()
+        # The rate-limit windows workers last saw (Redis or the sidecar next to the token file).
+        from .quotas import read_shared
+
+        views = await read_shared(settings, [s.account for s in statuses if s.logged_in])
+        for s in statuses:
+            quota[s.account] = views.get(s.account)
+        return statuses
 
     try:
         statuses = asyncio.run(collect())
@@ -261,9 +269,14 @@ def status(account: str | None, as_json: bool) -> None:
     except ClaudeOAuthError as exc:
         raise CLIError(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"accounts": [s.model_dump(mode="json") for s in statuses]}, indent=2))
+        accounts = [
+            {**s.model_dump(mode="json"),
+             "quota": view.model_dump(mode="json") if (view := quota.get(s.account)) and view.windows else None}
+            for s in statuses
+        ]
+        click.echo(json.dumps({"accounts": accounts}, indent=2))
     else:
-        _print_status(statuses)
+        _print_status(statuses, quota)
     if any(_needs_attention(s) for s in statuses):
         sys.exit(1)
 
@@ -273,7 +286,7 @@ def _needs_attention(s: AccountStatus) -> bool:
     return bool(not s.logged_in or s.error or s.relogin_reason or (not s.valid and not s.refreshable))
 
 
-def _print_status(statuses: list[AccountStatus]) -> None:
+def _print_status(statuses: list[AccountStatus], quota: dict[str, Any] | None = None) -> None:
     _say("🔍 Claude OAuth Status")
     _say(RULE)
     first = statuses[0]
@@ -314,6 +327,14 @@ def _print_status(statuses: list[AccountStatus]) -> None:
                 f"   • ⏳ Cooling down: {s.cooldown_reason or 'rate limited'}, resets in "
                 f"{_human_duration(s.cooldown_until - time.time())} ({_when(s.cooldown_until)})"
             )
+        for family, until in sorted(s.model_cooldowns.items()):
+            _say(f"   • ⏳ {family} models resting: resets in {_human_duration(until - time.time())} ({_when(until)})")
+        view = (quota or {}).get(s.account)
+        if view is not None and view.windows:
+            from .quotas import format_window
+
+            for window in view.windows:
+                _say(f"   • {format_window(window)}")
         if s.source and s.source != "oauth":
             _say(f"   • Source: {s.source}{'' if s.refreshable else ' (cannot be refreshed)'}")
         if s.linked_credentials:

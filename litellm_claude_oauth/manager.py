@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -31,6 +32,7 @@ from .errors import (
     InvalidGrantError,
     NotLoggedInError,
     OAuthError,
+    RateLimitedError,
     ReloginRequiredError,
     TokenStoreError,
 )
@@ -43,6 +45,10 @@ from .settings import Settings, validate_account_id
 from .status import AccountStatus, account_status
 from .store import AccountRecord, TokenStore, build_store, cipher_for
 from .tokens import TokenSet
+
+if TYPE_CHECKING:
+    from .alerts import Alerts
+    from .quotas import Quotas
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,8 @@ class TokenManager:
         self._listeners: list[Callable[[str], None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []  # clients the manager made (Redis)
         self.health = AccountHealth(store, self._announce, clock)
+        self._quotas: Quotas | None = None
+        self._alerts: Alerts | None = None
         self.login = LoginFlow(settings, store, pending or store, self.oauth, self._logged_in, clock)
         self.stats = ManagerStats()
 
@@ -137,6 +145,24 @@ class TokenManager:
 
         return cls(settings, store, events=FileWatchEvents(settings.token_file), clock=clock)
 
+    @property
+    def alerts(self) -> Alerts:
+        """Built on first use: the CLI never needs it."""
+        if self._alerts is None:
+            from .alerts import Alerts
+
+            self._alerts = Alerts.from_settings(self.settings)
+        return self._alerts
+
+    @property
+    def quotas(self) -> Quotas:
+        """Each account's rate-limit windows as Anthropic last reported them; built on first use."""
+        if self._quotas is None:
+            from .quotas import Quotas
+
+            self._quotas = Quotas.from_settings(self.settings, on_high=self.alerts.utilization_high)
+        return self._quotas
+
     def account_id(self, account: str | None) -> str:
         return validate_account_id(account) if account else self.settings.default_account
 
@@ -149,6 +175,10 @@ class TokenManager:
                 await self._save_unsaved(account)
         if self._events is not None:
             await self._events.aclose()  # type: ignore[attr-defined]
+        for part in (self._quotas, self._alerts):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await part.aclose()
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()
@@ -312,12 +342,15 @@ class TokenManager:
             if newer is not None and newer.refresh:
                 record = record.model_copy(update={"tokens": newer})
                 tokens = newer
+        started = time.perf_counter()
         try:
             self.stats.refreshes += 1
             new_tokens = await self.oauth.refresh(tokens)
         except InvalidGrantError as exc:
+            self._refresh_finished(account, "invalid_grant", started, exc)
             return await self._refresh_rejected(account, started_from, exc)
         except OAuthError as exc:
+            self._refresh_finished(account, "rate_limited" if isinstance(exc, RateLimitedError) else "error", started, exc)
             if not tokens.is_expired(self._clock()):
                 # Proactive refresh failed (network, 5xx, 429): the current token still
                 # works, so keep serving it and try again on a later request.
@@ -326,10 +359,18 @@ class TokenManager:
                 return tokens
             raise
         log.info("Claude OAuth token refreshed for account '%s'", account)
+        self._refresh_finished(account, "ok", started)
         committed = await self._commit(account, started_from, new_tokens)
         if linked is not None and committed.access == new_tokens.access:
             await linked.after_refresh(new_tokens)
         return committed
+
+    def _refresh_finished(self, account: str, result: str, started: float, error: Exception | None = None) -> None:
+        from . import metrics
+
+        metrics.refresh_finished(result, time.perf_counter() - started)
+        if self._alerts is not None or result != "ok":
+            self.alerts.refresh_finished(account, result == "ok", None if error is None else str(error))
 
     async def _refresh_rejected(self, account: str, started_from: str, exc: InvalidGrantError) -> TokenSet:
         """invalid_grant: flag the account, unless the stored credential has moved on meanwhile."""
@@ -352,6 +393,9 @@ class TokenManager:
             self._cache[account] = latest.tokens
             return latest.tokens
         log.warning("Claude account '%s' needs a new login: %s", account, exc)
+        from .alerts import Condition
+
+        self.alerts.notify_soon(Condition.RELOGIN_REQUIRED, account, f"Claude account '{account}' needs a new login ({reason})")
         self._cache.pop(account, None)
         await self._announce(account)
         raise ReloginRequiredError(account, reason) from None
@@ -473,6 +517,8 @@ class TokenManager:
         self._unsaved.pop(account, None)
         deleted = await self.store.delete(account)
         self.health.forget(account)
+        if self._quotas is not None:
+            self._quotas.forget(account)
         await self._announce(account)
         return deleted
 

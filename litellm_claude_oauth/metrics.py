@@ -32,7 +32,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
-from .manager import AccountStatus
+from .status import AccountStatus
 from .quotas import OVERAGE, AccountQuota
 
 if TYPE_CHECKING:

@@ -59,7 +59,6 @@ __all__ = [
     "WindowQuota",
     "backend_for",
     "format_window",
-    "get_quotas",
     "prefer",
     "read_shared",
 ]
@@ -580,20 +579,3 @@ def format_window(window: WindowQuota, now: float | None = None, width: int = 10
     elif left is not None:
         text += f" · resets in {_hours(left)}"
     return text
-
-
-_quotas: Quotas | None = None
-
-
-def get_quotas(settings: Settings | None = None) -> Quotas:
-    """The process-wide view, shared through Redis or the sidecar directory; alerts hooked up."""
-    global _quotas
-    if _quotas is None:
-        if settings is None:
-            from .manager import get_manager
-
-            settings = get_manager().settings
-        from .alerts import get_alerts
-
-        _quotas = Quotas.from_settings(settings, on_high=get_alerts(settings).utilization_high)
-    return _quotas

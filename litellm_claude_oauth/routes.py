@@ -23,7 +23,7 @@ from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 from .errors import ClaudeOAuthError, RetryLater
 from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
-from .quotas import AccountQuota, Quotas, get_quotas
+from .quotas import AccountQuota, Quotas
 from .settings import ACCOUNT_ID_PATTERN, validate_account_id
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def current_manager() -> TokenManager:
 
 
 def current_quotas() -> Quotas:
-    return get_quotas(get_manager().settings)
+    return get_manager().quotas
 
 
 def _manager_for(request: Request) -> TokenManager:

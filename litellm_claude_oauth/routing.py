@@ -11,8 +11,11 @@ client could name any key alias there (audit H4).
 
 A pool (``CLAUDE_OAUTH_POOL``, or every stored account) is ordered per request by its
 strategy: ``round-robin`` rotates the first choice, ``fill-first`` uses the first
-account until it is rate-limited. Accounts cooling down after a 429 (for the requested
-model family, or altogether), or needing a new login, are skipped.
+account until it is rate-limited, ``least-used`` takes the lowest 5-hour utilization
+Anthropic last reported (ties take turns). Accounts cooling down after a 429 (for the
+requested model family, or altogether), or needing a new login, are skipped; an account
+at or above ``CLAUDE_OAUTH_QUOTA_THRESHOLD`` goes last, so it is used only when no
+other account can serve.
 
 A conversation sticks to the account that served it (keyed on Claude Code's session
 header or the request's ``metadata.user_id``, for ``CLAUDE_OAUTH_SESSION_TTL`` seconds):
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .errors import ClaudeOAuthError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .manager import TokenManager
+from .quotas import prefer
 from .ratelimit import Cooldown
 from .tokens import TokenSet
 
@@ -152,17 +156,19 @@ class Pool:
         members = await self.members()
         if not members:
             raise NotLoggedInError("pool")
-        if self.manager.settings.pool_strategy == "round-robin":
+        strategy = self.manager.settings.pool_strategy
+        if strategy in ("round-robin", "least-used"):  # least-used: rotated first, so ties take turns
             start = next(self._turn) % len(members)
             members = members[start:] + members[:start]
         usable = [a for a in members if a not in exclude and self._usable(a, family)]
-        if not usable:
-            health = self.manager.health
-            cooling = [c for a in members if (c := health.cooldown(a, family)) is not None]
-            if not cooling and not exclude and all(health.unusable_reason(a) for a in members):
-                raise ReloginRequiredError(members[0], "every account in the pool needs a new login")
-            raise AllAccountsCoolingDown(min(cooling, key=lambda c: c.until) if cooling else None)
-        return usable
+        if usable:
+            # An account near its limit goes last (before it hits a 429), least-used sorts by 5h use.
+            return prefer(self.manager.quotas, usable, family, least_used=strategy == "least-used")
+        health = self.manager.health
+        cooling = [c for a in members if (c := health.cooldown(a, family)) is not None]
+        if not cooling and not exclude and all(health.unusable_reason(a) for a in members):
+            raise ReloginRequiredError(members[0], "every account in the pool needs a new login")
+        raise AllAccountsCoolingDown(min(cooling, key=lambda c: c.until) if cooling else None)
 
     def _sticky(self, session: str | None) -> str | None:
         if not session:

@@ -56,9 +56,10 @@ async def account_status(store: TokenStore, settings: Settings, account: str, no
         if refresh_end <= now:
             relogin = "the refresh token's lifetime has ended"
         elif refresh_end - now <= settings.refresh_warning_days * 86400:
+            flag = "" if account == settings.default_account else f" --account {account}"
             warnings.append(
                 f"the refresh token ends in {(refresh_end - now) / 86400:.1f} days; "
-                "log in again before then (`litellm claude login`)"
+                f"log in again before then (`litellm claude login{flag}`)"
             )
     return AccountStatus(
         cooldown_until=record.cooldown_until if cooling else None,

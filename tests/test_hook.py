@@ -311,3 +311,19 @@ async def test_a_ban_like_answer_stops_the_account_everywhere_until_a_new_login(
     assert manager.health.unusable_reason("default")
     await logged_in(manager, token_endpoint)  # a new login clears it
     assert (await manager.load()).relogin_reason is None
+
+
+async def test_every_answer_updates_the_accounts_quota_view(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
+    """Issue 12: 200s carry the unified headers too; the request path only parses them."""
+    await logged_in(manager, token_endpoint)
+    reset = int(time.time()) + 3600
+    transport, _ = upstream(lambda r, n: httpx.Response(200, json={}, headers={
+        "anthropic-ratelimit-unified-status": "allowed",
+        "anthropic-ratelimit-unified-5h-status": "allowed",
+        "anthropic-ratelimit-unified-5h-utilization": "0.62",
+        "anthropic-ratelimit-unified-5h-reset": str(reset),
+    }))
+    reads = manager.stats.store_reads
+    await send(flow_for(manager), transport)
+    assert manager.quotas.utilization("default", "5h") == pytest.approx(0.62)
+    assert manager.stats.store_reads == reads  # no store I/O on the request path

@@ -174,3 +174,25 @@ def test_session_key_prefers_claude_codes_session_header() -> None:
     assert session_key({"X-Claude-Code-Session-Id": "abc"}, {"user_id": "u"}) == "s:abc"
     assert session_key({}, {"user_id": "u"}) == "u:u"
     assert session_key(None, None) is None
+
+
+async def test_least_used_prefers_the_lowest_five_hour_use_and_skips_accounts_near_the_limit(three) -> None:
+    manager = await three("least-used")
+    reset = str(int(time.time()) + 3600)
+
+    def seen(account: str, used: float) -> None:
+        manager.quotas.observe(account, {
+            "anthropic-ratelimit-unified-status": "allowed",
+            "anthropic-ratelimit-unified-5h-status": "allowed",
+            "anthropic-ratelimit-unified-5h-utilization": str(used),
+            "anthropic-ratelimit-unified-5h-reset": reset,
+        })
+
+    seen("a", 0.7)
+    seen("b", 0.2)
+    seen("c", 0.5)
+    pool = Pool(manager)
+    assert [await pool.order() for _ in range(2)] == [["b", "c", "a"], ["b", "c", "a"]]
+    seen("b", 0.97)  # above CLAUDE_OAUTH_QUOTA_THRESHOLD (0.95): used only if nothing else can serve
+    assert (await pool.order())[-1] == "b"
+    assert (await pool.next_tokens())[0] == "c"
