@@ -204,6 +204,7 @@ class ClaudeOAuthHandler(CustomLogger):
         route = route_for(api_key, caller_identity(litellm_metadata), settings.account_map)
         assert route is not None  # api_key is a marker
         manager.listen_for_changes(on_change=lambda _account: self.pool.forget_members())
+        manager.alerts.start_monitor(manager, manager.quotas)  # once per loop: checks every few minutes
 
         # Always the configured upstream, never one from the request body (audit H3).
         kwargs["api_base"] = (configured or {}).get("api_base") or settings.api_base
