@@ -349,19 +349,7 @@ def report(run: Run, args: argparse.Namespace) -> list[str]:
     return broken
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--store", choices=["file", "postgres"], default="file")
-    parser.add_argument("--model", default="claude-haiku-4.5")
-    args = parser.parse_args()
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-storm-"))
-    run = Run()
+def measure(run: Run, args: argparse.Namespace, tmp: Path) -> None:
     with contextlib.ExitStack() as stack:
         fake = FakeProcess(tmp, access_ttl=3600)
         stack.callback(fake.stop)
@@ -379,11 +367,30 @@ def main() -> None:
         run_rounds(run, proxy, fake, args.rounds, args.concurrency, args.model)
         run_cli(run, proxy, fake, args.concurrency, args.model)
         run_relogin(run, proxy, fake, args.concurrency, args.model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store", choices=["file", "postgres"], default="file")
+    parser.add_argument("--model", default="claude-haiku-4.5")
+    args = parser.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-storm-"))
+    run = Run()
+    try:
+        measure(run, args, tmp)
+    except Exception:
+        print(f"proxy log: {tmp / 'proxy.log'}; fake log: {tmp / 'fake.log'}", file=sys.stderr)
+        raise
     broken = report(run, args)
     if broken:
         print(f"proxy log: {tmp / 'proxy.log'}")
     sys.exit(1 if broken else 0)
-
 
 if __name__ == "__main__":
     main()
