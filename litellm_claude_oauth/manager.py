@@ -97,6 +97,8 @@ class TokenManager:
         self._events = events
         self._clock = clock
         self._cache: dict[str, TokenSet] = {}
+        # Tokens a change event told us to re-check: served only while the store cannot be read.
+        self._stale: dict[str, TokenSet] = {}
         self._inflight: dict[str, asyncio.Future[TokenSet]] = {}
         # Refreshed tokens we could not persist: kept (and served) so a rotated refresh
         # token is never lost, and saved again with the same compare-and-set.
@@ -285,7 +287,7 @@ class TokenManager:
         except TokenStoreError:
             # The store is down but the token we hold still works (audit M8): keep serving it.
             # No refresh without the store: it could spend a refresh token another worker rotated.
-            cached = self._cache.get(account)
+            cached = self._cache.get(account) or self._stale.get(account)
             if cached is not None and not force and not cached.is_expired(self._clock()):
                 log.warning("Claude token store unavailable; serving the cached token for '%s'", account)
                 return cached
@@ -316,6 +318,7 @@ class TokenManager:
     async def _load(self, account: str) -> AccountRecord | None:
         self.stats.store_reads += 1
         record = await self.store.load(account)
+        self._stale.pop(account, None)  # the store answered: it, not the old token, is the truth
         if record is not None:
             self.health.note(record)
         return record
@@ -514,6 +517,7 @@ class TokenManager:
         # No lock needed: a refresh in flight anywhere commits by compare-and-set, which
         # fails on the deleted record, so the account cannot come back.
         self._cache.pop(account, None)
+        self._stale.pop(account, None)
         self._unsaved.pop(account, None)
         deleted = await self.store.delete(account)
         self.health.forget(account)
@@ -533,14 +537,17 @@ class TokenManager:
         return await self.store.rotate_keys()
 
     def invalidate(self, account: str | None = None) -> None:
-        """Forget what we know of an account so the next request re-reads the store."""
-        if account is None:
-            self._cache.clear()
-            self.health.forget(None)
-        else:
-            account = self.account_id(account)
-            self._cache.pop(account, None)
-            self.health.forget(account)
+        """Forget what we know of an account so the next request re-reads the store.
+
+        The token is kept aside, not dropped: a change feed also reports its own outage
+        (a flush when the connection is lost), and if the store went down with it, the
+        token we held is still the best answer (audit M8).
+        """
+        accounts = list(self._cache) if account is None else [self.account_id(account)]
+        for name in accounts:
+            if (tokens := self._cache.pop(name, None)) is not None:
+                self._stale[name] = tokens
+        self.health.forget(None if account is None else accounts[0])
 
 
 _manager: TokenManager | None = None

@@ -268,3 +268,22 @@ async def test_a_bad_plugin_setting_never_touches_other_deployments(
         await handler.async_pre_call_deployment_hook(
             {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth"}, "acompletion"
         )
+
+
+async def test_a_change_feed_flush_during_a_store_outage_keeps_the_token_served(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres down drops its LISTEN connection too; the feed's "*" flush must not turn a valid token into 503s."""
+    await logged_in(manager, token_endpoint)
+
+    async def down(account: str) -> None:
+        raise TokenStoreError("cannot reach PostgreSQL at db:5432/litellm: connection refused")
+
+    monkeypatch.setattr(manager.store, "load", down)
+    manager._on_change("*")
+    assert (await manager.get_tokens()).access == "sk-ant-oat01-access1"
+    monkeypatch.undo()
+    await manager.store.delete("default")  # a logout elsewhere, seen once the store is back
+    manager._on_change("default")
+    with pytest.raises(NotLoggedInError):
+        await manager.get_tokens()
