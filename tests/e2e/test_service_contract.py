@@ -165,3 +165,21 @@ def test_a_clients_own_login_gets_its_own_429_with_every_rate_limit_header(fresh
     sent = fake.messages_requests()[-1].headers["authorization"]
     assert sent == f"Bearer {own}"
     assert cooldown_of_stored_account(proxy) is None
+
+
+def test_a_clients_own_login_is_still_metered_per_litellm_key(fresh: tuple[Proxy, FakeAnthropic]) -> None:
+    """Issue 11: spend tracking and budgets keep working per LiteLLM key in passthrough mode."""
+    proxy, fake = fresh
+    own = fake.issue_tokens(CLIENT)["access_token"]
+    with httpx.Client(base_url=proxy.url, timeout=60) as client:
+        response = client.post(
+            "/v1/messages",
+            json={"model": "claude-sonnet-4.6", "max_tokens": 10, "messages": MESSAGES,
+                  "system": [{"type": "text", "text": IDENTITY}]},
+            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {own}",
+                     "anthropic-version": "2023-06-01"},
+        )
+    assert response.status_code == 200, response.text[:300]
+    assert fake.messages_requests()[-1].headers["authorization"] == f"Bearer {own}"
+    assert float(response.headers["x-litellm-response-cost"]) > 0  # priced and charged to the LiteLLM key
+    assert "x-litellm-key-spend" in response.headers
