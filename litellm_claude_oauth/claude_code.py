@@ -19,16 +19,14 @@ if the process is killed), and keep it private (mode 0600).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from .atomic import write_atomically
 from .errors import ClaudeOAuthError
 from .tokens import TokenSet
 
@@ -106,30 +104,8 @@ def write_back(path: Path | str, tokens: TokenSet) -> None:
     if tokens.subscription_type:
         oauth["subscriptionType"] = tokens.subscription_type
     doc[OAUTH_KEY] = oauth
-    _atomic_write(path, json.dumps(doc, indent=2).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # Make the rename durable; some platforms cannot open a directory.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomically(path, json.dumps(doc, indent=2).encode())
 
 
 class LinkedCredentials:

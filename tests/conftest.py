@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -12,6 +14,10 @@ import pytest
 import respx
 
 from .backends import TEST_DSN, ensure_database
+
+if TYPE_CHECKING:
+    from litellm_claude_oauth.manager import TokenManager
+    from litellm_claude_oauth.store.base import AccountRecord
 from .fake_anthropic.oauth_state import CodeView, LiveRefreshView, OAuthState, delegated, parse_body
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -101,3 +107,34 @@ def token_endpoint() -> Iterator[FakeTokenEndpoint]:
 def pg_dsn() -> str:
     """The test database (created on first use) on the real PostgreSQL."""
     return ensure_database(TEST_DSN)
+
+
+# -- a manager on the respx token endpoint, with a clock the test moves ---------------------
+
+
+class Clock:
+    """A clock tests move by hand (``clock.now += 3600``)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def manager(env: dict[str, str], clock: Clock) -> TokenManager:
+    from litellm_claude_oauth.manager import TokenManager
+    from litellm_claude_oauth.settings import Settings
+
+    return TokenManager.from_settings(Settings.from_env(), clock=clock)
+
+
+async def logged_in(manager: TokenManager, endpoint: FakeTokenEndpoint, account: str | None = None) -> AccountRecord:
+    start = await manager.start_login(account)
+    return await manager.complete_login(endpoint.authorize(start.authorization_url))

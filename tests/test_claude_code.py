@@ -115,7 +115,7 @@ def test_write_back_failure_leaves_the_old_file_whole(creds: Path, monkeypatch: 
     def crash(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(claude_code.os, "fsync", crash)
+    monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError):
         write_back(creds, tokens("sk-ant-oat01-new", "sk-ant-ort01-new", NOW))
     assert creds.read_bytes() == before

@@ -19,8 +19,7 @@ from litellm_claude_oauth.manager import TokenManager
 from litellm_claude_oauth.routing import Pool
 from litellm_claude_oauth.settings import Settings
 
-from .conftest import FakeTokenEndpoint
-from .test_manager import Clock, clock, logged_in, manager  # noqa: F401  (fixtures)
+from .conftest import Clock, FakeTokenEndpoint, logged_in
 
 API = "https://api.anthropic.com"
 IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."

@@ -16,8 +16,7 @@ from litellm_claude_oauth.ratelimit import Cooldown
 from litellm_claude_oauth.routing import Pool
 from litellm_claude_oauth.settings import Settings
 
-from .conftest import KEY_B, FakeTokenEndpoint
-from .test_manager import Clock, clock, logged_in, manager  # noqa: F401  (fixtures)
+from .conftest import KEY_B, Clock, FakeTokenEndpoint, logged_in
 
 
 def _gated(monkeypatch: pytest.MonkeyPatch, manager: TokenManager) -> tuple[asyncio.Event, asyncio.Event]:
@@ -138,20 +137,19 @@ async def test_a_disk_full_error_keeps_the_rotated_token(
 ) -> None:
     """H2 through the real file store: ENOSPC while saving a rotated refresh token."""
     import errno
-
-    from litellm_claude_oauth.store import file as file_store
+    import tempfile
 
     await logged_in(manager, token_endpoint)
-    real_mkstemp = file_store.tempfile.mkstemp
+    real_mkstemp = tempfile.mkstemp
 
     def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(file_store.tempfile, "mkstemp", full_disk)
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
     clock.now += 3600
     assert (await manager.get_tokens()).access == "sk-ant-oat01-access2"
     assert manager._unsaved["default"].tokens.refresh == "sk-ant-ort01-refresh2"
-    monkeypatch.setattr(file_store.tempfile, "mkstemp", real_mkstemp)
+    monkeypatch.setattr(tempfile, "mkstemp", real_mkstemp)
     await manager._save_unsaved("default")
     assert (await manager.store.load("default")).tokens.refresh == "sk-ant-ort01-refresh2"
 

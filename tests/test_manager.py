@@ -15,33 +15,7 @@ from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.store.base import AccountRecord
 from litellm_claude_oauth.tokens import TokenSet
 
-from .conftest import FakeTokenEndpoint
-
-
-class Clock:
-    def __init__(self) -> None:
-        import time
-
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def manager(env: dict[str, str], clock: Clock) -> TokenManager:
-    m = TokenManager.from_settings(Settings.from_env(), clock=clock)
-    return m
-
-
-async def logged_in(manager: TokenManager, endpoint: FakeTokenEndpoint, account: str | None = None) -> AccountRecord:
-    start = await manager.start_login(account)
-    return await manager.complete_login(endpoint.authorize(start.authorization_url))
+from .conftest import Clock, FakeTokenEndpoint, logged_in
 
 
 async def test_login_then_cached_access_without_store_reads(

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from litellm_claude_oauth.upstream_headers import ForwardRateLimitHeaders, install, remember
+from litellm_claude_oauth.upstream_headers import install, remember
 
 
 async def refused(request: Any) -> JSONResponse:

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
+from ..atomic import fsync_dir, write_atomically
 from ..crypto import Cipher
 from ..errors import DecryptionError, TokenStoreError
 from ..tokens import PendingLogin
@@ -265,7 +265,7 @@ class FileTokenStore:
                     orphan.unlink()
         if newest is not None:
             os.replace(newest, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             log.warning("Claude OAuth: completed a token file write interrupted by a crash (%s)", self.path)
 
     def _read(self) -> dict[str, Any]:
@@ -299,21 +299,7 @@ class FileTokenStore:
         return doc
 
     def _write(self, doc: dict[str, Any]) -> None:
-        data = json.dumps(doc, indent=2, sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            # mkstemp already creates 0600; fchmod guards against an odd umask/ACL setup.
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)
+        write_atomically(self.path, json.dumps(doc, indent=2, sort_keys=True).encode())
 
 
 @contextlib.contextmanager
@@ -327,18 +313,3 @@ def _os_errors(what: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise TokenStoreError(f"{what}: {exc.strerror or exc}") from None
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable; not every platform lets us open a directory.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
