@@ -547,7 +547,9 @@ def _parse_import(text: str, origin: str) -> _Imported:
             return _Imported(TokenSet.from_claude_code(data), origin)
         except (ValueError, TypeError):
             raise CLIError(f"{origin} has no usable claudeAiOauth tokens") from None
-    if isinstance(data.get("access_token"), str) and "…" not in data["access_token"]:
+    access = data.get("access_token")
+    # Only a real token: redaction gives "sk-ant-oat01-x…abcd" or, for short values, "****".
+    if isinstance(access, str) and access.startswith("sk-ant-") and "…" not in access and "*" not in access:
         fields = {k: data.get(k) for k in TokenSet.model_fields if k in data}
         fields.update(expires_at=data.get("expires_at") or time.time() + 3600, source="import")
         try:

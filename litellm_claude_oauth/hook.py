@@ -88,6 +88,7 @@ class ClaudeOAuthHandler(CustomLogger):
         self._trusted: frozenset[str] | None = None
         self._trusted_for: int | None = None
         self._refused = RefusalMemo()
+        self._warned_plaintext = False
 
     @property
     def manager(self) -> TokenManager:
@@ -205,6 +206,10 @@ class ClaudeOAuthHandler(CustomLogger):
         assert route is not None  # api_key is a marker
         manager.listen_for_changes(on_change=lambda _account: self.pool.forget_members())
         manager.alerts.start_monitor(manager, manager.quotas)  # once per loop: checks every few minutes
+        if not self._warned_plaintext and not manager.store.encrypted:
+            self._warned_plaintext = True
+            log.warning("Claude OAuth: tokens are stored unencrypted in %s; set CLAUDE_TOKEN_ENCRYPTION_KEY "
+                        "(openssl rand -hex 32)", manager.store.location)
 
         # Always the configured upstream, never one from the request body (audit H3).
         kwargs["api_base"] = (configured or {}).get("api_base") or settings.api_base

@@ -108,6 +108,16 @@ def test_export_redacts_unless_asked(run, token_endpoint: FakeTokenEndpoint) -> 
     assert run("export", "--format", "claude-code").exit_code == 1
 
 
+@pytest.mark.parametrize("access", ["sk-ant-oat01-x…abcd", "****", "not-a-token"])
+def test_a_redacted_export_is_never_imported_as_a_token(run, tmp_path: Path, access: str) -> None:
+    """Audit L13: a short token redacts to "****", which used to be imported as if it were one."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps({"access_token": access, "refresh_token": "****", "expires_at": 1e10}))
+    result = run("import", str(export))
+    assert result.exit_code != 0 and "redacted" in result.output
+    assert run("status").exit_code == 1  # nothing was stored
+
+
 def test_import_claude_code_credentials(run, tmp_path: Path) -> None:
     creds = tmp_path / ".credentials.json"
     expires_ms = int((time.time() + 7200) * 1000)
