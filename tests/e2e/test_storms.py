@@ -3,6 +3,9 @@
 * Every access token revoked server-side while 40 requests are in flight: each request
   meets a 401 and is retried on a refreshed token; no client sees a failure, and the
   workers share at most two upstream refreshes (the file lock stands in for Redis).
+* The same, and the token the first refresh fetched is revoked too before some request
+  retried on it: that request needs a second refresh (the plugin allows two per request;
+  with one, the client got the 401, as in issue 10's 4-worker storm).
 * A burst of upstream 401s that no refresh can fix (the grant ended), then a fresh
   login: the very next requests must work. LiteLLM's router cools a deployment down
   after a 401; the hook opts OAuth deployments out of that, so a login is not followed by
@@ -13,8 +16,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -74,6 +79,33 @@ def test_every_token_revoked_mid_storm_costs_no_client_a_failure(proxy: Proxy, f
     assert statuses(responses) == {200: BURST}, [r.text[:200] for r in responses if r.status_code != 200][:3]
     assert 1 <= refreshes <= 2, refreshes
     assert all(r.json()["choices"][0]["message"]["content"].startswith("Hello from fake Claude") for r in responses)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def test_a_token_revoked_again_after_its_refresh_costs_no_client_a_failure(proxy: Proxy, fake: FakeAnthropic) -> None:
+    assert statuses(burst(proxy)) == {200: BURST}
+    fake.expire_all_access_tokens()
+    # Hold the first refresh long enough for every request's first attempt to meet its 401.
+    fake.token_delay = 3.0
+    refreshes, messages = fake.refresh_count, fake.messages_count
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(burst, proxy)
+            wait_until(lambda: fake.refresh_count > refreshes and fake.messages_count >= messages + BURST)
+            fake.token_delay = 0.0  # the held refresh keeps its delay; a second one is quick
+            fake.force_401_next(1)  # the first retry on the refreshed token is refused: revoked too
+            responses = running.result()
+    finally:
+        fake.token_delay = 0.0
+
+    assert statuses(responses) == {200: BURST}, [r.text[:200] for r in responses if r.status_code != 200][:3]
+    assert fake.refresh_count - refreshes == 2
 
 
 def test_a_fresh_login_works_at_once_after_a_burst_of_401s(proxy: Proxy, fake: FakeAnthropic) -> None:
