@@ -6,6 +6,9 @@ single-use refresh tokens), with the file store and no Redis by default
 
   revoked   the upstream rejects every access token at once (a server-side
             revocation): every request meets a 401 and is retried on a refreshed token;
+  twice     as revoked, and the token the first refresh fetched is refused once more (the
+            first request to retry on it meets a 401 again, as after a second revocation):
+            that request needs a second refresh, so exactly 2 per storm;
   clock     the token every worker holds reaches its refresh margin;
   cli       `litellm claude refresh` rotates the token while the proxy serves a steady
             load; then every access token is revoked: the proxy must refresh with the
@@ -58,6 +61,7 @@ from tests.e2e.harness import MASTER_KEY, FakeProcess, Proxy, cli_login, proxy_e
 MARGIN = 2
 HOLD = 3.0
 MAX_REFRESHES = 2  # per storm: one, plus one if the first only found a token revoked too
+HELD_REFRESH = 2.0  # seconds the twice storm's first refresh is held at the fake
 TRANSPORT_ERROR = -1
 # Not the tests' Redis database (CLAUDE_OAUTH_TEST_REDIS_URL, index 15): the run flushes this one.
 BENCH_REDIS_URL = os.environ.get("CLAUDE_OAUTH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -115,8 +119,8 @@ async def _one(client: httpx.AsyncClient, model: str) -> tuple[int, float]:
     return status, time.perf_counter() - started
 
 
-def burst(proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> Burst:
-    """``concurrency`` requests at once; the refreshes they cost are read from the fake."""
+def _fire(proxy: Proxy, concurrency: int, model: str) -> tuple[list[tuple[int, float]], float]:
+    """``concurrency`` requests at once: (status, latency) each, and the wall time."""
 
     async def run() -> tuple[list[tuple[int, float]], float]:
         async with _client(proxy, concurrency) as client:
@@ -124,9 +128,36 @@ def burst(proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> Burs
             results = await asyncio.gather(*(_one(client, model) for _ in range(concurrency)))
             return list(results), time.perf_counter() - started
 
+    return asyncio.run(run())
+
+
+def burst(proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> Burst:
+    """``concurrency`` requests at once; the refreshes they cost are read from the fake."""
     before = fake.state()["refresh_count"]
-    results, wall = asyncio.run(run())
+    results, wall = _fire(proxy, concurrency, model)
     refreshes = fake.state()["refresh_count"] - before
+    return Burst([s for s, _ in results], [t for _, t in results], wall, refreshes)
+
+
+def burst_revoked_twice(proxy: Proxy, fake: FakeProcess, concurrency: int, model: str) -> Burst:
+    """Every token revoked; the first refresh is held until every request has met its 401, then
+    the first retry on the refreshed token is refused too (one forced 401)."""
+    fake.control(expire_all_access_tokens=True, token_delay=HELD_REFRESH)
+    start = fake.state()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_fire, proxy, concurrency, model)
+        deadline = time.monotonic() + 60
+        while True:
+            now = fake.state()
+            if (now["refresh_count"] > start["refresh_count"]
+                    and now["messages_count"] >= start["messages_count"] + concurrency):  # fmt: skip
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the held refresh or the first attempts never reached the fake")
+            time.sleep(0.01)
+        fake.control(token_delay=0.0, force_401_next=1)  # the held refresh keeps its delay
+        results, wall = running.result()
+    refreshes = fake.state()["refresh_count"] - start["refresh_count"]
     return Burst([s for s, _ in results], [t for _, t in results], wall, refreshes)
 
 
@@ -211,6 +242,7 @@ class ReloginPhase:
 class Run:
     baseline: Storm = field(default_factory=lambda: Storm("baseline"))
     revoked: Storm = field(default_factory=lambda: Storm("revoked"))
+    twice: Storm = field(default_factory=lambda: Storm("twice"))
     clock: Storm = field(default_factory=lambda: Storm("clock"))
     cli: CliPhase = field(default_factory=CliPhase)
     relogin: ReloginPhase = field(default_factory=ReloginPhase)
@@ -227,6 +259,10 @@ def run_rounds(run: Run, proxy: Proxy, fake: FakeProcess, rounds: int, concurren
             walls[kind].append(b.wall)
         base = statistics.mean(walls["baseline"])
         run.revoked.ratios += [w / base for w in walls["revoked"]]
+
+        b = burst_revoked_twice(proxy, fake, concurrency, model)
+        run.twice.bursts.append(b)
+        run.twice.ratios.append(max(0.0, b.wall - HELD_REFRESH) / base)
 
         # Clock storm: hand out a token that is fresh for MARGIN + HOLD seconds, let every worker take it, wait.
         fake.control(access_ttl=2 * MARGIN + HOLD, expire_all_access_tokens=True)
@@ -286,19 +322,22 @@ def report(run: Run, args: argparse.Namespace) -> list[str]:
           f"{args.rounds} ABBA rounds")  # fmt: skip
     print(f"{'storm':<9} {'requests':>8} {'failed':>6} {'refreshes':>9}   {'burst wall ms: median (min, max)':<36}"
           f" ratio to baseline: median (min, max)")  # fmt: skip
-    for storm in (run.baseline, run.revoked, run.clock):
+    for storm in (run.baseline, run.revoked, run.twice, run.clock):
         walls = spread([b.wall * 1000 for b in storm.bursts], "{:.0f}")
         ratio = spread(storm.ratios) if storm.ratios else "1 (the baseline)"
         refreshes = "/".join(str(b.refreshes) for b in storm.bursts)
         print(f"{storm.name:<9} {storm.requests:8d} {storm.failed:6d} {refreshes:>9}   {walls:<36} {ratio}")
 
+    print(f"(twice: its first refresh is held {HELD_REFRESH:.0f} s at the fake; the ratio leaves that out)")
     broken: list[str] = []
-    for storm in (run.baseline, run.revoked, run.clock):
+    for storm in (run.baseline, run.revoked, run.twice, run.clock):
         if storm.failed:
             codes = Counter(s for b in storm.bursts for s in b.statuses if s != 200)
             broken.append(f"{storm.name}: {storm.failed} failed client requests {dict(codes)}")
         if storm is run.clock and any(b.refreshes == 0 for b in storm.bursts):
             broken.append("clock: a storm without a refresh: the token never reached its margin (bench timing)")
+        if storm is run.twice and any(b.refreshes < 2 for b in storm.bursts) and not storm.failed:
+            broken.append("twice: a storm with one refresh: the forced 401 met a first attempt (bench timing)")
         if storm.max_refreshes > MAX_REFRESHES:
             broken.append(f"{storm.name}: {storm.max_refreshes} upstream refreshes in one storm (max {MAX_REFRESHES})")
 
