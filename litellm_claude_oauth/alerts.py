@@ -27,7 +27,6 @@ import enum
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -175,28 +174,14 @@ def dedup_for(settings: Settings) -> Dedup:
 Sender = Callable[[Alert], Awaitable[None]]
 
 
-def litellm_alerting() -> Any | None:
-    """The proxy's ``proxy_logging_obj`` when ``general_settings.alerting`` names slack or ms_teams, else None.
-
-    Only looked up if the proxy is already loaded: the CLI must not import the proxy for this.
-    """
-    module = sys.modules.get("litellm.proxy.proxy_server")
-    logging_obj = getattr(module, "proxy_logging_obj", None)
-    destinations = getattr(logging_obj, "alerting", None) or []
-    if any(d in ("slack", "ms_teams") for d in destinations):
-        return logging_obj
-    return None
-
-
 async def send_to_litellm(alert: Alert) -> bool:
-    logging_obj = litellm_alerting()
+    """Through LiteLLM's own alerting, when ``general_settings.alerting`` names slack or ms_teams."""
+    from .litellm_api import loaded_proxy_alerting, send_proxy_alert
+
+    logging_obj = loaded_proxy_alerting()
     if logging_obj is None:
         return False
-    from litellm.proxy._types import AlertType
-
-    await logging_obj.alerting_handler(
-        message=alert.text, level=alert.level, alert_type=AlertType.outage_alerts, request_data=None
-    )
+    await send_proxy_alert(logging_obj, alert.text, alert.level)
     return True
 
 

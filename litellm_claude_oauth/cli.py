@@ -683,9 +683,9 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "claude":
         claude.main(args=args[1:], prog_name="litellm claude")
         return
-    from litellm.proxy.proxy_cli import run_server
+    from .litellm_api import run_proxy_cli
 
-    run_server.main(args=args, prog_name="litellm")
+    run_proxy_cli(args, prog_name="litellm")
 
 
 __all__ = ["CLIError", "ConfigurationError", "claude", "main"]

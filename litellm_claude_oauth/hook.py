@@ -33,10 +33,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import litellm
-from litellm.integrations.custom_logger import CustomLogger
-from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
+from . import litellm_api
 from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, RefusalMemo, current_attempt, origin
 from .errors import ClaudeOAuthError, ConfigError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .identity import add_identity
@@ -79,12 +77,12 @@ class OwnLoginRequired(ClaudeOAuthError):
         )
 
 
-class ClaudeOAuthHandler(CustomLogger):
+class ClaudeOAuthHandler(litellm_api.CustomLogger):
     def __init__(self, manager: TokenManager | None = None) -> None:
         super().__init__()
         self._manager = manager
         self._pool: Pool | None = None
-        self._clients: dict[Route, AsyncHTTPHandler] = {}
+        self._clients: dict[Route, litellm_api.AuthedAsyncHTTPHandler] = {}
         self._trusted: frozenset[str] | None = None
         self._trusted_for: int | None = None
         self._refused = RefusalMemo()
@@ -100,14 +98,14 @@ class ClaudeOAuthHandler(CustomLogger):
             self._pool = Pool(self.manager)
         return self._pool
 
-    def _client(self, route: Route) -> AsyncHTTPHandler:
+    def _client(self, route: Route) -> litellm_api.AuthedAsyncHTTPHandler:
         # One pooled client per route, reused: connection reuse is most of the hot path.
         client = self._clients.get(route)
         if client is None:
-            client = AsyncHTTPHandler(timeout=httpx.Timeout(600.0, connect=10.0))
-            client.client.auth = ClaudeOAuthFlow(
+            flow = ClaudeOAuthFlow(
                 self.manager, route.account, self.pool if route.pool else None, self.trusted_origins, self._refused
             )
+            client = litellm_api.AuthedAsyncHTTPHandler(flow, timeout=httpx.Timeout(600.0, connect=10.0))
             self._clients[route] = client
         return client
 
@@ -115,7 +113,7 @@ class ClaudeOAuthHandler(CustomLogger):
 
     def trusted_origins(self) -> frozenset[str]:
         """Where a Claude token may go: CLAUDE_API_BASE and the api_base of our deployments in the config."""
-        router = _router()
+        router = litellm_api.proxy_router()
         model_list = getattr(router, "model_list", None) or []
         key = id(model_list) ^ len(model_list)
         if self._trusted is None or key != self._trusted_for:
@@ -131,7 +129,7 @@ class ClaudeOAuthHandler(CustomLogger):
     @staticmethod
     def _configured(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The deployment's litellm_params as the proxy config has them (not as the request may override)."""
-        router = _router()
+        router = litellm_api.proxy_router()
         model_info = kwargs.get("model_info") or {}
         # A request with client-side credentials runs on a per-request copy of the
         # deployment, made from the client's values; the config's is the original.
@@ -142,10 +140,10 @@ class ClaudeOAuthHandler(CustomLogger):
         if deployment is None:
             return None
         params = _get(deployment, "litellm_params") or {}
-        if is_marker(_get(params, "api_key")) and isinstance(deployment, dict):
+        if is_marker(_get(params, "api_key")):
             # Auth and quota errors are ours to handle (refresh, rest an account, pass a client's
             # 401 back): they must not put the whole deployment in LiteLLM's cooldown.
-            deployment.setdefault("model_info", {}).setdefault("cooldown_time", 0)
+            litellm_api.exempt_from_router_cooldown(kwargs, deployment)
         return params
 
     # -- the hook --------------------------------------------------------------------
@@ -158,9 +156,9 @@ class ClaudeOAuthHandler(CustomLogger):
                 if is_marker(api_key):
                     # Client-side credentials are allowed on this deployment and the client
                     # named one of our accounts: it must not pick whose token it gets (audit H3).
-                    raise litellm.AuthenticationError(
-                        message="claude-oauth markers are accepted only from the proxy's config, not from clients",
-                        llm_provider="anthropic", model=str(kwargs.get("model") or ""),
+                    raise litellm_api.authentication_error(
+                        "claude-oauth markers are accepted only from the proxy's config, not from clients",
+                        str(kwargs.get("model") or ""),
                     )
                 return None
             api_key = configured.get("api_key")
@@ -170,17 +168,14 @@ class ClaudeOAuthHandler(CustomLogger):
         try:
             return await self._prepare(kwargs, api_key, configured, model, str(getattr(call_type, "value", call_type)))
         except (NotLoggedInError, ReloginRequiredError, OwnLoginRequired) as exc:
-            raise litellm.AuthenticationError(message=str(exc), llm_provider="anthropic", model=model) from None
+            raise litellm_api.authentication_error(str(exc), model) from None
         except RetryLater as exc:
-            # `headers=` (not the response's) is what the proxy hands to the client as is.
-            headers = {"retry-after": str(int(exc.retry_after or 60))}
-            remember_headers(headers)  # /v1/messages would drop them otherwise
-            raise litellm.RateLimitError(message=str(exc), llm_provider="anthropic", model=model,
-                                         headers=headers) from None
+            retry_after = int(exc.retry_after or 60)
+            remember_headers({"retry-after": str(retry_after)})  # /v1/messages would drop it otherwise
+            raise litellm_api.rate_limit_error(str(exc), model, retry_after) from None
         except ClaudeOAuthError as exc:
             prefix = "Claude OAuth is misconfigured" if isinstance(exc, ConfigError) else "Claude OAuth credentials unavailable"
-            raise litellm.ServiceUnavailableError(message=f"{prefix}: {exc}", llm_provider="anthropic",
-                                                  model=model) from None
+            raise litellm_api.service_unavailable_error(f"{prefix}: {exc}", model) from None
 
     async def async_post_call_failure_hook(
         self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
@@ -219,7 +214,7 @@ class ClaudeOAuthHandler(CustomLogger):
 
         call_id = kwargs.get("litellm_call_id")
         if (refused := self._refused.get(call_id)) is not None:
-            raise _again(*refused, model=model)  # LiteLLM retrying a refusal: not upstream again
+            raise litellm_api.refusal_error(*refused, model)  # LiteLLM retrying a refusal: not upstream again
         raw_headers = (kwargs.get("secret_fields") or {}).get("raw_headers")
         credential = client_credential(raw_headers)
         if credential is not None and settings.passthrough != "off":
@@ -247,19 +242,6 @@ class ClaudeOAuthHandler(CustomLogger):
         return account
 
 
-def _again(status: int, message: str, *, model: str) -> Exception:
-    """The LiteLLM exception for a refusal the upstream already gave this request."""
-    kinds: dict[int, type[Exception]] = {
-        400: litellm.BadRequestError, 401: litellm.AuthenticationError, 403: litellm.PermissionDeniedError,
-        404: litellm.NotFoundError, 429: litellm.RateLimitError,
-    }
-    kind = kinds.get(status, litellm.BadRequestError)
-    if kind is litellm.PermissionDeniedError:  # the one that insists on a response object
-        response = httpx.Response(403, request=httpx.Request("POST", "https://api.anthropic.com/v1/messages"))
-        return kind(message=message, llm_provider="anthropic", model=model, response=response)
-    return kind(message=message, llm_provider="anthropic", model=model)  # type: ignore[call-arg]
-
-
 def session_key(raw_headers: Mapping[str, Any] | None, metadata: object) -> str | None:
     """What identifies a conversation: Claude Code's session header, else Anthropic's metadata.user_id.
 
@@ -285,20 +267,12 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
-def _router() -> Any:
-    try:
-        from litellm.proxy.proxy_server import llm_router
-    except Exception:  # SDK use without the proxy: no config to consult
-        return None
-    return llm_router
-
-
 handler = ClaudeOAuthHandler()
 
 
 def _mount_routes() -> None:
     try:
-        from litellm.proxy.proxy_server import app
+        app = litellm_api.proxy_app()
     except Exception as exc:  # pragma: no cover - proxy extras missing: the hook still works
         log.warning("Claude OAuth: proxy app not available, /auth/claude/oauth/* not mounted (%s)", exc)
         return

@@ -150,6 +150,22 @@ def rate_limit_error(message: str, model: str, retry_after: int) -> RateLimitErr
     return RateLimitError(**kwargs)
 
 
+def refusal_error(status: int, message: str, model: str) -> Exception:
+    """The LiteLLM error for an upstream refusal with ``status``, as the proxy renders it to the client."""
+    from litellm import BadRequestError, NotFoundError, PermissionDeniedError
+
+    if status == 401:
+        return authentication_error(message, model)
+    if status == 429:
+        return RateLimitError(message=message, llm_provider=PROVIDER, model=model)
+    if status == 403:  # the one that insists on a response object
+        response = httpx.Response(403, request=httpx.Request("POST", "https://api.anthropic.com/v1/messages"))
+        return PermissionDeniedError(message=message, llm_provider=PROVIDER, model=model, response=response)
+    if status == 404:
+        return NotFoundError(message=message, llm_provider=PROVIDER, model=model)
+    return BadRequestError(message=message, llm_provider=PROVIDER, model=model)
+
+
 def exempt_from_router_cooldown(kwargs: dict[str, Any], deployment: Any | None) -> None:
     """Keep this call's errors from resting the whole deployment in LiteLLM's router.
 
@@ -259,6 +275,7 @@ __all__ = [
     "AsyncHTTPHandler",
     "AuthedAsyncHTTPHandler",
     "AuthenticationError",
+    "refusal_error",
     "CustomLogger",
     "LitellmUserRoles",
     "RateLimitError",

@@ -18,8 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
-from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
+from . import litellm_api
 
 from .errors import ClaudeOAuthError, RetryLater
 from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
@@ -90,9 +89,7 @@ async def require_admin(request: Request) -> None:
     check answers a bad key with 400 (no DB) or 500 (no Prisma), and treats a proxy
     without a master key as open, which is no way to guard account tokens.
     """
-    from litellm.proxy import proxy_server
-
-    master = proxy_server.master_key
+    master = litellm_api.proxy_master_key()
     if not master:
         raise HTTPException(status_code=403, detail="Claude OAuth management needs a LiteLLM master key to be set")
     key = _presented_key(request)
@@ -105,20 +102,12 @@ async def require_admin(request: Request) -> None:
     if hmac.compare_digest(key.encode(), master.encode()):
         return
     try:
-        auth: UserAPIKeyAuth = await user_api_key_auth(
-            request=request,
-            api_key=f"Bearer {key}",
-            azure_api_key_header="",
-            anthropic_api_key_header=None,
-            google_ai_studio_api_key_header=None,
-            azure_apim_header=None,
-            custom_litellm_key_header=None,
-        )
+        auth = await litellm_api.authenticate_key(request, key)
     except Exception:
         raise HTTPException(
             status_code=401, detail="invalid admin key", headers={"WWW-Authenticate": "Bearer"}
         ) from None
-    if auth.user_role != LitellmUserRoles.PROXY_ADMIN:
+    if not litellm_api.is_proxy_admin(auth):
         raise HTTPException(status_code=403, detail="Claude OAuth management requires the proxy admin key")
 
 

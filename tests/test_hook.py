@@ -260,9 +260,9 @@ def test_cache_control_on_a_split_block_stays_with_the_callers_text() -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 429, 500])
 def test_a_remembered_refusal_becomes_the_matching_litellm_error(status: int) -> None:
-    from litellm_claude_oauth.hook import _again
+    from litellm_claude_oauth.litellm_api import refusal_error
 
-    error = _again(status, "Claude OAuth: this model needs the identity block", model="m")
+    error = refusal_error(status, "Claude OAuth: this model needs the identity block", "m")
     assert getattr(error, "status_code", None) == (400 if status == 500 else status)
     assert "identity block" in str(error)
 
