@@ -7,18 +7,26 @@ Checked against (``tests/test_litellm_api.py`` and the e2e suite, run by
 ``.ci/litellm_matrix.sh`` for the oldest and by ``scripts/test`` for the newest):
 
 ========== ===================================================================
-1.94.0     oldest supported. The first release that imports a config's
-           ``callbacks: [litellm_claude_oauth.hook.handler]`` from the installed
-           package when the config file lives anywhere else; 1.93.x and older look
-           only for ``litellm_claude_oauth/hook.py`` beside the config file and the
-           proxy exits at startup ("Could not import handler").
-1.81.12    (below the floor, for the record) first release that turns an
-           ``sk-ant-oat`` api_key into ``Authorization: Bearer`` plus the
-           ``oauth-2025-04-20`` beta on the chat and ``/v1/messages`` paths; with
-           1.81.11 every request is refused ("OAuth authentication is currently
-           not supported"). The in-process tests of this module pass on 1.81.12.
+1.101.0    oldest supported: the matrix suite (adapter, uninstall, proxy, pools,
+           outages, real clients) gives the same results as on 1.106.12.
 1.106.12   newest installable here (``.venv``).
 ========== ===================================================================
+
+Below the floor, and why (each found in the released source, then run):
+
+* 1.100.x and older rewrite a ``/v1/messages`` request's legacy ``thinking``
+  (``{"type": "enabled", "budget_tokens": …}``, what Claude Code sends) into
+  ``{"type": "adaptive"}`` for 4.6/4.7 models, so requests do not reach Anthropic as
+  the client sent them (e2e: "thinking changed on the way", on 1.94.0).
+* 1.97.x and older answer ``GET /v1/models`` in OpenAI shape only, also to Anthropic
+  clients; and their router reads a deployment's ``cooldown_time`` only from the
+  call's kwargs (:func:`exempt_from_router_cooldown` sets both places).
+* 1.93.x and older resolve a config's ``callbacks: [litellm_claude_oauth.hook.handler]``
+  only as a file beside the config: with a config elsewhere the proxy exits at
+  startup ("Could not import handler").
+* 1.81.11 and older send an ``sk-ant-oat`` api_key as ``x-api-key`` without the
+  ``oauth-2025-04-20`` beta: every request is refused ("OAuth authentication is
+  currently not supported"). The in-process tests here pass from 1.81.12.
 
 Not tested here, followed from the released source only:
 
@@ -73,8 +81,8 @@ if TYPE_CHECKING:
     from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
 # Keep in step with the litellm requirement in pyproject.toml (a test checks it).
-SUPPORTED: Final = ">=1.94.0,!=1.82.7,!=1.82.8,<1.107"
-OLDEST_TESTED: Final = "1.94.0"
+SUPPORTED: Final = ">=1.101.0,!=1.82.7,!=1.82.8,<1.107"
+OLDEST_TESTED: Final = "1.101.0"
 NEWEST_TESTED: Final = "1.106.12"
 KNOWN_BAD: Final = frozenset({"1.82.7", "1.82.8"})
 
