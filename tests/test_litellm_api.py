@@ -205,6 +205,13 @@ def test_rate_limit_error_gets_retry_after_to_the_proxy() -> None:
     assert "all accounts rest" in str(error)
 
 
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 429])
+def test_refusal_error_keeps_the_upstream_status_and_message(status: int) -> None:
+    error = api.refusal_error(status, "refused upstream", model="claude-x")
+    assert error.status_code == status  # type: ignore[attr-defined]
+    assert "refused upstream" in str(error)
+
+
 def test_auth_and_unavailable_errors_are_litellm_errors_with_their_status() -> None:
     assert api.authentication_error("log in", model="m").status_code == 401
     assert api.service_unavailable_error("store down", model="m").status_code == 503
