@@ -183,3 +183,24 @@ def test_a_clients_own_login_is_still_metered_per_litellm_key(fresh: tuple[Proxy
     assert fake.messages_requests()[-1].headers["authorization"] == f"Bearer {own}"
     assert float(response.headers["x-litellm-response-cost"]) > 0  # priced and charged to the LiteLLM key
     assert "x-litellm-key-spend" in response.headers
+
+
+def test_a_clients_own_login_works_on_the_openai_route_too(fresh: tuple[Proxy, FakeAnthropic]) -> None:
+    """Issue 11: LiteLLM forwards a client's credential only on /v1/messages; the plugin does it on chat too."""
+    proxy, fake = fresh
+    own = fake.issue_tokens(CLIENT)["access_token"]
+    with httpx.Client(base_url=proxy.url, timeout=60) as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "claude-haiku-4.5", "max_tokens": 10, "messages": MESSAGES},
+            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {own}"},
+        )
+        bogus = client.post(
+            "/v1/chat/completions",
+            json={"model": "claude-haiku-4.5", "max_tokens": 10, "messages": MESSAGES},
+            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": "Bearer sk-ant-oat01-bogus"},
+        )
+    assert response.status_code == 200, response.text[:300]
+    assert fake.messages_requests()[-2].headers["authorization"] == f"Bearer {own}"
+    assert bogus.status_code == 401  # never answered by the stored account
+    assert fake.messages_requests()[-1].headers["authorization"] == "Bearer sk-ant-oat01-bogus"
