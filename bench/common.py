@@ -56,7 +56,7 @@ Results = dict[str, dict[str, list[float]]]
 
 
 def abba(candidate: Proxy, baseline: Proxy, rounds: int, requests: int, concurrency: int,
-         model: str = "claude-haiku-3.5") -> tuple[Results, list[float]]:
+         model: str = "claude-haiku-4.5") -> tuple[Results, list[float]]:
     """Alternate candidate/baseline as A B B A each round, so drift in machine load hits both alike."""
     proxies = {"candidate": candidate, "baseline": baseline}
     results: Results = {n: {"rps": [], "lat": [], "fail": []} for n in proxies}

@@ -103,7 +103,7 @@ def main() -> None:
         )
         reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
 
-        results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency)
+        results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency, MODEL)
         reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
     finally:
         for name, proxy in proxies.items():
