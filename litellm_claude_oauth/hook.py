@@ -98,6 +98,9 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
             self._pool = Pool(self.manager)
         return self._pool
 
+    def _account_changed(self, _account: str) -> None:
+        self.pool.forget_members()
+
     def _client(self, route: Route) -> litellm_api.AuthedAsyncHTTPHandler:
         # One pooled client per route, reused: connection reuse is most of the hot path.
         client = self._clients.get(route)
@@ -199,7 +202,7 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         litellm_metadata = kwargs.get("litellm_metadata") or kwargs.get("metadata") or {}
         route = route_for(api_key, caller_identity(litellm_metadata), settings.account_map)
         assert route is not None  # api_key is a marker
-        manager.listen_for_changes(on_change=lambda _account: self.pool.forget_members())
+        manager.listen_for_changes(on_change=self._account_changed)
         manager.alerts.start_monitor(manager, manager.quotas)  # once per loop: checks every few minutes
         if not self._warned_plaintext and not manager.store.encrypted:
             self._warned_plaintext = True

@@ -195,6 +195,7 @@ class TokenManager:
 
     def listen_for_changes(self, on_change: Callable[[str], None] | None = None) -> None:
         """In a long-running process (the proxy): follow other processes' logins, logouts and refreshes."""
+        # Called on every request: the same (bound-method) listener is registered once.
         if on_change is not None and on_change not in self._listeners:
             self._listeners.append(on_change)
         if self._events is not None:

@@ -326,3 +326,17 @@ async def test_every_answer_updates_the_accounts_quota_view(manager: TokenManage
     await send(flow_for(manager), transport)
     assert manager.quotas.utilization("default", "5h") == pytest.approx(0.62)
     assert manager.stats.store_reads == reads  # no store I/O on the request path
+
+
+async def test_the_hook_registers_its_change_listener_once_however_many_requests(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    """Each request re-registered a fresh lambda: the list grew per request and every scan with it."""
+    from litellm_claude_oauth.hook import ClaudeOAuthHandler
+
+    await logged_in(manager, token_endpoint)
+    handler = ClaudeOAuthHandler(manager)
+    for _ in range(5):
+        kwargs = {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth", "messages": []}
+        assert await handler.async_pre_call_deployment_hook(kwargs, "acompletion") is not None
+    assert len(manager._listeners) == 1
