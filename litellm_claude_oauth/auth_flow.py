@@ -212,7 +212,7 @@ class ClaudeOAuthFlow(httpx.Auth):
         while True:
             response = yield request
             # Every answer carries the account's rate-limit windows, 200s too: no I/O here.
-            self.manager.quotas.observe(state.account, response.headers)
+            self.manager.quotas.note(state.account, response.headers)
             metrics.upstream_status(state.account, response.status_code)
             if response.status_code < 400:
                 return

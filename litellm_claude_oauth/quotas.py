@@ -326,6 +326,8 @@ class Quotas:
         self._own: dict[str, dict[str, _Entry]] = {}  # this worker's observations only
         self._own_top: dict[str, _Top] = {}
         self._dirty: set[str] = set()
+        # The request path's latest headers per account, parsed when someone reads (or syncs).
+        self._unparsed: dict[str, tuple[float, Mapping[str, str]]] = {}
         self._high_sent: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         self._sync_lock: asyncio.Lock | None = None
@@ -365,6 +367,22 @@ class Quotas:
             self.start()
         return state
 
+    def note(self, account: str, headers: Mapping[str, str], now: float | None = None) -> None:
+        """The request path's :meth:`observe`: keeps the answer's headers, parses them on the next read.
+
+        Only the newest answer per account matters, and most are never read before the
+        next one arrives: parsing on read takes ~100 µs off every request.
+        """
+        self._unparsed[account] = (self._clock() if now is None else now, headers)
+        if self._task is None and self.backend is not None:
+            self.start()
+
+    def _settle(self) -> None:
+        if self._unparsed:
+            unparsed, self._unparsed = self._unparsed, {}
+            for account, (seen_at, headers) in unparsed.items():
+                self.observe(account, headers, seen_at)
+
     def _merge(self, account: str, top: _Top | None, entries: Mapping[str, _Entry]) -> None:
         seen = self._seen.setdefault(account, {})
         for name, entry in entries.items():
@@ -388,6 +406,7 @@ class Quotas:
 
     def utilization(self, account: str, window: str = "5h", now: float | None = None) -> float | None:
         """The window's utilization (0..1) as last seen by any worker; 0 once its reset has passed; None if unknown."""
+        self._settle()
         entry = self._seen.get(account, {}).get(window)
         if entry is None:
             return None
@@ -403,6 +422,7 @@ class Quotas:
 
         A window still marked ``rejected`` before its reset counts too.
         """
+        self._settle()
         windows = self._seen.get(account)
         if not windows:
             return False
@@ -422,6 +442,7 @@ class Quotas:
 
     def view(self, account: str, now: float | None = None) -> AccountQuota:
         """Everything known about the account's windows (from memory; call :meth:`sync` first for the newest)."""
+        self._settle()
         now = self._clock() if now is None else now
         windows = self._seen.get(account, {})
         top = self._top.get(account)
@@ -435,6 +456,7 @@ class Quotas:
         )
 
     def accounts(self) -> list[str]:
+        self._settle()
         return sorted(self._seen)
 
     def forget(self, account: str) -> None:
@@ -464,6 +486,7 @@ class Quotas:
 
     async def sync(self) -> None:
         """Push this worker's new observations, pull everyone's. Never raises: sharing is best effort."""
+        self._settle()
         if self.backend is None:
             return
         if self._sync_lock is None:

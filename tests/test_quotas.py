@@ -380,3 +380,26 @@ async def test_redis_down_falls_back_to_this_workers_view() -> None:
     await q.sync()  # logs, does not raise
     assert q.utilization("alice") == 0.4
     await q.aclose()
+
+
+def test_the_request_path_only_notes_headers_and_a_read_parses_the_newest(monkeypatch) -> None:
+    """note() is what each upstream answer costs; the parse waits for a reader or the next sync."""
+    from litellm_claude_oauth import quotas as quotas_module
+    from litellm_claude_oauth.settings import Settings
+
+    parses: list[int] = []
+    real = quotas_module.RateLimitState.from_headers
+
+    def counting(headers, now=None):  # type: ignore[no-untyped-def]
+        parses.append(1)
+        return real(headers, now)
+
+    monkeypatch.setattr(quotas_module.RateLimitState, "from_headers", staticmethod(counting))
+    quotas = quotas_module.Quotas(Settings.from_env({}), None)
+    for used in ("0.1", "0.2", "0.3"):
+        quotas.note("a", {"anthropic-ratelimit-unified-5h-utilization": used,
+                          "anthropic-ratelimit-unified-5h-status": "allowed"})
+    assert parses == []
+    assert quotas.utilization("a", "5h") == pytest.approx(0.3)
+    assert parses == [1]  # only the newest answer, once
+    assert quotas.utilization("a", "5h") == pytest.approx(0.3) and parses == [1]
