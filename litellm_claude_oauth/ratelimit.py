@@ -378,18 +378,3 @@ def cooldown_for_429(headers: Mapping[str, str], body_text: str = "", now: float
     if _QUOTA_BODY in body_text.lower():
         return rest(future(state.retry_at), state.representative_claim or "unified")
     return None
-
-
-def cooldown_from_headers(headers: Mapping[str, str], now: float | None = None) -> Cooldown:
-    """Always a cooldown: the 429 branch of hook.py until it calls :func:`cooldown_for_429`.
-
-    Same decision where that one has an answer; otherwise the old floor (``retry-after``,
-    else 60 s), because the caller cools the account down unconditionally.
-    """
-    now = time.time() if now is None else now
-    if (cooldown := cooldown_for_429(headers, "", now)) is not None:
-        return cooldown
-    lower = {k.lower(): v for k, v in headers.items()}
-    retry_at = _retry_at(lower["retry-after"], now) if isinstance(lower.get("retry-after"), str) else None
-    until = retry_at if retry_at is not None and retry_at > now else now + DEFAULT_COOLDOWN_SECONDS
-    return Cooldown(until=until, reason="rate limited")

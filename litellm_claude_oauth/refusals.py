@@ -69,7 +69,6 @@ class Refusal(BaseModel):
 _TOKEN = re.compile(r"(sk-ant-[a-z0-9]+-)[A-Za-z0-9_\-]+|(bearer\s+)\S+", re.IGNORECASE)
 _MODEL = re.compile(r"\bmodel:\s*([A-Za-z0-9._:/\[\]@-]+)")
 _ORIGINAL_LIMIT = 300
-_EXPIRED = "oauth token has expired"
 
 # (kind, lower-case text the message contains, what it means to the operator); first match wins.
 _BY_TEXT: tuple[tuple[RefusalKind, str, str], ...] = (
@@ -159,8 +158,3 @@ def classify(status: int, headers: Mapping[str, str], body: bytes | str) -> Refu
         return refusal("throttled", "Anthropic is throttling requests right now (not this account's usage "
                        "limit); retry shortly", retryable=True)
     return None
-
-
-def is_expired_token_401(body: bytes | str) -> bool:
-    """Whether a 401 says the access token expired (refresh and retry), not that it is bad or unsupported."""
-    return _EXPIRED in _error(body)[1].lower()

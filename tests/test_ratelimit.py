@@ -34,7 +34,6 @@ from litellm_claude_oauth.ratelimit import (
     RateLimitState,
     claim_family,
     cooldown_for_429,
-    cooldown_from_headers,
     model_family,
     window_family,
 )
@@ -387,15 +386,6 @@ def test_family_cooldown_covers_only_its_models() -> None:
     account = cooldown_for_429(HERMES_5H_FULL, "", HERMES_NOW)
     assert account is not None and account.covers("claude-opus-5-5") and account.covers(None)
     assert account.retry_after(HERMES_NOW) == 10000
-
-
-def test_legacy_wrapper_keeps_its_floor() -> None:
-    """hook.py still calls cooldown_from_headers and rests unconditionally; it must always get a Cooldown."""
-    assert cooldown_from_headers(HERMES_5H_FULL, now=HERMES_NOW).until == 1785360000.0
-    assert cooldown_from_headers({"retry-after": "17"}, now=HERMES_NOW).until == HERMES_NOW + 17
-    assert cooldown_from_headers({}, now=HERMES_NOW).until == HERMES_NOW + DEFAULT_COOLDOWN_SECONDS
-    fallback = cooldown_from_headers(_with(HERMES_LIVE, {"retry-after": "5"}), now=HERMES_NOW)
-    assert fallback.until == HERMES_NOW + 5 and fallback.model_family is None
 
 
 # ---------------------------------------------------------------- families

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from litellm_claude_oauth.refusals import Refusal, classify, is_expired_token_401
+from litellm_claude_oauth.refusals import Refusal, classify
 
 TOKEN = "sk-ant-oat01-" + "A" * 40
 
@@ -155,20 +155,3 @@ def test_refusal_is_frozen() -> None:
     refusal = classify(529, {}, envelope("overloaded_error", "Overloaded"))
     with pytest.raises(ValueError):
         refusal.kind = "throttled"  # type: ignore[misc]
-
-
-@pytest.mark.parametrize(
-    ("body", "expired"),
-    [
-        (envelope("authentication_error",
-                  "OAuth token has expired. Please obtain a new token or refresh your existing token."), True),
-        (envelope("authentication_error", "Invalid bearer token"), False),
-        (envelope("authentication_error", "OAuth authentication is currently not supported."), False),
-        (envelope("authentication_error", "invalid x-api-key"), False),
-        (b"garbage", False),
-    ],
-)
-def test_is_expired_token_401(body: str | bytes, expired: bool) -> None:
-    assert is_expired_token_401(body) is expired
-    if isinstance(body, str):
-        assert is_expired_token_401(body.encode()) is expired

@@ -4,7 +4,7 @@ import pytest
 
 from litellm_claude_oauth.errors import NotLoggedInError, ReloginRequiredError
 from litellm_claude_oauth.manager import TokenManager
-from litellm_claude_oauth.ratelimit import Cooldown, cooldown_from_headers
+from litellm_claude_oauth.ratelimit import Cooldown, cooldown_for_429
 from litellm_claude_oauth.routing import caller_identity, AllAccountsCoolingDown, Pool, Route, route_for
 from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.tokens import TokenSet
@@ -68,11 +68,12 @@ def test_429_headers_give_the_latest_rejected_reset() -> None:
         "anthropic-ratelimit-unified-7d-reset": str(int(NOW + 5 * 86400)),
         "anthropic-ratelimit-unified-representative-claim": "five_hour",
     }
-    cooldown = cooldown_from_headers(headers, now=NOW)
+    cooldown = cooldown_for_429(headers, "", now=NOW)
+    assert cooldown is not None
     assert cooldown.until == NOW + 3600 and cooldown.reason == "rate limited (five_hour)"
     assert cooldown.retry_after(now=NOW) == 3600
-    assert cooldown_from_headers({"retry-after": "17"}, now=NOW).until == NOW + 17
-    assert cooldown_from_headers({}, now=NOW).until == NOW + 60  # no hint: a short rest
+    # Without unified headers a 429 is not quota: no rest at all (test_ratelimit has the cases).
+    assert cooldown_for_429({"retry-after": "17"}, "", now=NOW) is None
 
 
 @pytest.fixture
