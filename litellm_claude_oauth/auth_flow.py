@@ -39,7 +39,6 @@ from .manager import TokenManager
 from .ratelimit import cooldown_for_429
 from .refusals import classify
 from .routing import AllAccountsCoolingDown, Pool
-from .upstream_headers import remember as remember_headers
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +194,7 @@ class ClaudeOAuthFlow(httpx.Auth):
         if attempt.client_credential is not None or _carries_foreign_credential(request):
             # The client's own credential: forwarded once, as is, never refreshed, rested or retried.
             metrics.passthrough_request()
-            response = yield request
-            if response.status_code >= 400:
-                remember_headers(response.headers)  # so Claude Code can show its own reset time
+            yield request
             return
 
         account = attempt.account
@@ -219,7 +216,6 @@ class ClaudeOAuthFlow(httpx.Auth):
             await response.aread()
             access = await self._next_access(response, request, attempt, state)
             if access is None:
-                remember_headers(response.headers)
                 return
             _use(request, access)
 

@@ -173,9 +173,7 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         except (NotLoggedInError, ReloginRequiredError, OwnLoginRequired) as exc:
             raise litellm_api.authentication_error(str(exc), model) from None
         except RetryLater as exc:
-            retry_after = int(exc.retry_after or 60)
-            remember_headers({"retry-after": str(retry_after)})  # /v1/messages would drop it otherwise
-            raise litellm_api.rate_limit_error(str(exc), model, retry_after) from None
+            raise litellm_api.rate_limit_error(str(exc), model, int(exc.retry_after or 60)) from None
         except ClaudeOAuthError as exc:
             prefix = "Claude OAuth is misconfigured" if isinstance(exc, ConfigError) else "Claude OAuth credentials unavailable"
             raise litellm_api.service_unavailable_error(f"{prefix}: {exc}", model) from None
@@ -183,10 +181,10 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
     async def async_post_call_failure_hook(
         self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
     ) -> None:
-        """Keep Anthropic's rate-limit headers of a failed call for the client (see upstream_headers).
+        """Keep the rate-limit headers of a failed call for the client (see upstream_headers).
 
-        Also for requests that carried the client's own credential, which LiteLLM may send
-        without our auth flow.
+        One place for every failure: an upstream 429 (stored account or the client's own
+        credential) and the 429 this hook raises while an account rests both carry them.
         """
         headers = getattr(original_exception, "litellm_response_headers", None)
         if headers is None:

@@ -2,8 +2,9 @@
 
 LiteLLM's ``/v1/messages`` answers an upstream error with its own headers only, so a
 client (Claude Code shows "resets at …" from them) never sees ``retry-after`` or the
-``anthropic-ratelimit-unified-*`` family. The auth flow and the hook drop what the client
-should see into a per-request holder; this ASGI wrapper adds it to the error response.
+``anthropic-ratelimit-unified-*`` family. The hook's failure callback drops what the
+client should see (from the failed call's response: upstream's, or our own 429) into a
+per-request holder; this ASGI wrapper adds it to the error response.
 
 The holder is a mutable dict put in a ContextVar by the wrapper: the request's tasks
 copy the context, so they share the same dict and their writes reach the wrapper.
