@@ -144,20 +144,26 @@ def test_the_identity_block_is_whole_and_first(fresh: tuple[Proxy, FakeAnthropic
     assert fake.messages_requests()[-1].headers["user-agent"].startswith("litellm-claude-oauth/")
 
 
+def with_own_login(proxy: Proxy, token: str, path: str, body: dict[str, object],
+                   **headers: str) -> httpx.Response:
+    """A request as Claude Code sends it with its own login: the LiteLLM key in x-litellm-api-key."""
+    sent = {"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {token}",
+            "anthropic-version": "2023-06-01", **headers}
+    with httpx.Client(base_url=proxy.url, timeout=60) as client:
+        return client.post(path, json=body, headers=sent)
+
+
+# The client brings its own system blocks (Claude Code does); the proxy adds nothing.
+OWN_BODY = {"model": "claude-sonnet-4.6", "max_tokens": 10, "messages": MESSAGES,
+            "system": [{"type": "text", "text": IDENTITY}]}
+
+
 def test_a_clients_own_login_gets_its_own_429_with_every_rate_limit_header(fresh: tuple[Proxy, FakeAnthropic]) -> None:
     """Issue 11: Claude Code shows the reset time from these headers; nothing touches the stored account."""
     proxy, fake = fresh
     own = fake.issue_tokens(CLIENT)["access_token"]
     fake.rate_limit_token(CLIENT, reset_in_seconds=900)
-    with httpx.Client(base_url=proxy.url, timeout=60) as client:
-        response = client.post(
-            "/v1/messages",
-            # The client brings its own system blocks (Claude Code does); the proxy adds nothing.
-            json={"model": "claude-sonnet-4.6", "max_tokens": 10, "messages": MESSAGES,
-                  "system": [{"type": "text", "text": IDENTITY}]},
-            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {own}",
-                     "anthropic-beta": "oauth-2025-04-20", "anthropic-version": "2023-06-01"},
-        )
+    response = with_own_login(proxy, own, "/v1/messages", OWN_BODY, **{"anthropic-beta": "oauth-2025-04-20"})
     assert response.status_code == 429
     names = {k.lower() for k in response.headers}
     assert "retry-after" in names
@@ -171,14 +177,7 @@ def test_a_clients_own_login_is_still_metered_per_litellm_key(fresh: tuple[Proxy
     """Issue 11: spend tracking and budgets keep working per LiteLLM key in passthrough mode."""
     proxy, fake = fresh
     own = fake.issue_tokens(CLIENT)["access_token"]
-    with httpx.Client(base_url=proxy.url, timeout=60) as client:
-        response = client.post(
-            "/v1/messages",
-            json={"model": "claude-sonnet-4.6", "max_tokens": 10, "messages": MESSAGES,
-                  "system": [{"type": "text", "text": IDENTITY}]},
-            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {own}",
-                     "anthropic-version": "2023-06-01"},
-        )
+    response = with_own_login(proxy, own, "/v1/messages", OWN_BODY)
     assert response.status_code == 200, response.text[:300]
     assert fake.messages_requests()[-1].headers["authorization"] == f"Bearer {own}"
     assert float(response.headers["x-litellm-response-cost"]) > 0  # priced and charged to the LiteLLM key
@@ -189,17 +188,9 @@ def test_a_clients_own_login_works_on_the_openai_route_too(fresh: tuple[Proxy, F
     """Issue 11: LiteLLM forwards a client's credential only on /v1/messages; the plugin does it on chat too."""
     proxy, fake = fresh
     own = fake.issue_tokens(CLIENT)["access_token"]
-    with httpx.Client(base_url=proxy.url, timeout=60) as client:
-        response = client.post(
-            "/v1/chat/completions",
-            json={"model": "claude-haiku-4.5", "max_tokens": 10, "messages": MESSAGES},
-            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": f"Bearer {own}"},
-        )
-        bogus = client.post(
-            "/v1/chat/completions",
-            json={"model": "claude-haiku-4.5", "max_tokens": 10, "messages": MESSAGES},
-            headers={"x-litellm-api-key": f"Bearer {MASTER_KEY}", "authorization": "Bearer sk-ant-oat01-bogus"},
-        )
+    chat = {"model": "claude-haiku-4.5", "max_tokens": 10, "messages": MESSAGES}
+    response = with_own_login(proxy, own, "/v1/chat/completions", chat)
+    bogus = with_own_login(proxy, "sk-ant-oat01-bogus", "/v1/chat/completions", chat)
     assert response.status_code == 200, response.text[:300]
     assert fake.messages_requests()[-2].headers["authorization"] == f"Bearer {own}"
     assert bogus.status_code == 401  # never answered by the stored account
