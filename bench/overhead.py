@@ -1,16 +1,20 @@
 """Overhead of the plugin: the same proxy with OAuth injection vs a static sk-ant-oat key.
 
+The baseline is the plugin's own ``config.oauth.yaml`` with every ``claude-oauth`` marker
+replaced by the token itself (and the fake's ``api_base``) and our callback removed: the
+same model list and settings, so the comparison prices the plugin, not a smaller router.
 Both proxies run side by side against one fake Anthropic process; rounds alternate so
 that machine noise hits both alike. Prints requests/s, p50 and p99 per variant, the
 plugin/baseline throughput ratio (median of the ABBA rounds with its spread, target
->= 0.98) and the p50/p99 latency ratios, plus the token-store reads the plugin made
-during the load (target 0 while the token is valid).
+>= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (read from
+/proc, less sensitive than req/s to what else the machine runs), plus the token-store
+reads the plugin made during the load (target 0 while the token is valid).
 
 Quotas are on: the fake answers every request with ``anthropic-ratelimit-unified-*``
 headers and the plugin's request path parses each response's (``Quotas.observe``); the
 bench checks after the warm-up that the windows were seen.
 
-    .venv/bin/python -m bench.overhead [--requests 400] [--concurrency 16] [--rounds 5]
+    .venv/bin/python -m bench.overhead [--requests 400] [--concurrency 16] [--rounds 10]
         [--baseline-callback] [--no-identity]
 """
 
@@ -28,6 +32,7 @@ import httpx
 import yaml
 
 from bench.common import Results, abba, load, percentile, print_results
+from litellm_claude_oauth.routing import is_marker
 from tests.e2e.harness import (
     MASTER_KEY,
     ROOT,
@@ -50,10 +55,23 @@ def quota_windows(proxy: Proxy) -> list[dict[str, Any]]:
     return list(quota.get("windows") or [])
 
 
-def upstream_model(name: str = MODEL) -> str:
-    """The upstream id the plugin's config serves ``name`` with: the baseline must ask the fake for the same one."""
+def static_config(token: str, api_base: str, callbacks: list[str]) -> dict[str, Any]:
+    """``config.oauth.yaml`` as someone with a static key would write it: same models and settings, no plugin."""
     config = yaml.safe_load((ROOT / "config.oauth.yaml").read_text())
-    return next(str(d["litellm_params"]["model"]) for d in config["model_list"] if d["model_name"] == name)
+    for deployment in config["model_list"]:
+        params = deployment["litellm_params"]
+        if is_marker(params.get("api_key")):
+            params.update(api_key=token, api_base=api_base)
+    settings = config.setdefault("litellm_settings", {})
+    settings["callbacks"] = [c for c in settings.get("callbacks") or [] if not c.startswith("litellm_claude_oauth")]
+    settings["callbacks"] += callbacks
+    return config
+
+
+def cpu_seconds(proxy: Proxy) -> float:
+    """User + system CPU time of the proxy process so far (Linux /proc)."""
+    fields = Path(f"/proc/{proxy.processes[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def latency_ratio(results: Results, q: float) -> float:
@@ -64,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--baseline-callback",
         action="store_true",
@@ -83,13 +101,8 @@ def main() -> None:
         env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **({"CLAUDE_CODE_SYSTEM_PROMPT": ""} if args.no_identity else {}))  # type: ignore[arg-type]
         token = login_and_export(env, fake)
         baseline_config = tmp / "static.yaml"
-        baseline_config.write_text(
-            "model_list:\n"
-            f"  - model_name: {MODEL}\n"
-            f"    litellm_params: {{model: {upstream_model()}, api_key: {token}, api_base: {fake.url}}}\n"
-            "general_settings:\n  master_key: os.environ/LITELLM_MASTER_KEY\n"
-            + ("litellm_settings:\n  callbacks: [bench.noop_callback.handler]\n" if args.baseline_callback else "")
-        )
+        callbacks = ["bench.noop_callback.handler"] if args.baseline_callback else []
+        baseline_config.write_text(yaml.safe_dump(static_config(token, fake.url, callbacks)))
         proxies["plugin"] = start_proxy(env, tmp / "plugin.log")
         proxies["static"] = start_proxy(env, tmp / "static.log", config=baseline_config)
 
@@ -103,7 +116,10 @@ def main() -> None:
         )
         reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
 
+        cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
         results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency, MODEL)
+        cpu_per_request = {name: (cpu_seconds(proxy) - cpu_before[name]) / (args.rounds * args.requests)
+                           for name, proxy in proxies.items()}
         reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
     finally:
         for name, proxy in proxies.items():
@@ -119,6 +135,10 @@ def main() -> None:
     print(
         f"throughput ratio spread: stdev {statistics.stdev(ratios) if len(ratios) > 1 else 0.0:.3f}; "
         f"latency ratio plugin/static: p50 {latency_ratio(results, 0.5):.3f}, p99 {latency_ratio(results, 0.99):.3f}"
+    )
+    print(
+        f"proxy CPU per request: plugin {cpu_per_request['plugin'] * 1000:.2f} ms, static "
+        f"{cpu_per_request['static'] * 1000:.2f} ms, ratio {cpu_per_request['plugin'] / cpu_per_request['static']:.3f}"
     )
     print(
         f"token-store reads during load: {reads_after['store_reads'] - reads_before['store_reads']} (target 0); "

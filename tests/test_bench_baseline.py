@@ -1,0 +1,33 @@
+"""bench.overhead prices the plugin only if its baseline is the same proxy config with a static key."""
+
+from __future__ import annotations
+
+import yaml
+
+from bench.overhead import static_config
+from litellm_claude_oauth.routing import is_marker
+from tests.e2e.harness import ROOT
+
+
+def test_the_baseline_serves_the_same_models_with_the_static_key_and_no_plugin() -> None:
+    plugin = yaml.safe_load((ROOT / "config.oauth.yaml").read_text())
+    static = static_config("sk-ant-oat01-static", "http://127.0.0.1:9", [])
+
+    assert [d["model_name"] for d in static["model_list"]] == [d["model_name"] for d in plugin["model_list"]]
+    assert [d["litellm_params"]["model"] for d in static["model_list"]] == [
+        d["litellm_params"]["model"] for d in plugin["model_list"]
+    ]
+    assert not any(is_marker(d["litellm_params"].get("api_key")) for d in static["model_list"])
+    assert {d["litellm_params"]["api_key"] for d in static["model_list"]} == {"sk-ant-oat01-static"}
+    assert {d["litellm_params"]["api_base"] for d in static["model_list"]} == {"http://127.0.0.1:9"}
+    assert static["litellm_settings"]["callbacks"] == []
+    # Every other setting stays as the plugin's config has it (drop_params changes LiteLLM's work).
+    assert {k: v for k, v in static["litellm_settings"].items() if k != "callbacks"} == {
+        k: v for k, v in plugin["litellm_settings"].items() if k != "callbacks"
+    }
+    assert static["general_settings"] == plugin["general_settings"]
+
+
+def test_the_callback_baseline_adds_only_the_given_callback() -> None:
+    static = static_config("sk-ant-oat01-static", "http://127.0.0.1:9", ["bench.noop_callback.handler"])
+    assert static["litellm_settings"]["callbacks"] == ["bench.noop_callback.handler"]
