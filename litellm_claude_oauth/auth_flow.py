@@ -65,10 +65,16 @@ class Attempt:
 current_attempt: ContextVar[Attempt | None] = ContextVar("claude_oauth_attempt", default=None)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def origin(url: str | httpx.URL) -> str:
-    parts = urlsplit(str(url))
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "", 0)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    if isinstance(url, httpx.URL):  # every request: httpx has parsed it already
+        scheme, host, port = url.scheme, url.host, url.port
+    else:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname or "", parts.port
+    return f"{scheme}://{host.lower()}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
 
 
 class UntrustedUpstream(ClaudeOAuthError):
