@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from .crypto import Cipher
 from .errors import TokenStoreError
 from .locks import REDIS_KEY_PREFIX
-from .store.base import TokenStore, aad_pending, open_pending_for
+from .store.base import TokenStore
+from .store.sealed import Sealer
 from .tokens import PendingLogin
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class RedisPendingLogins:
     ):
         """The Redis client belongs to the caller, who closes it."""
         self._redis = redis
-        self._cipher = cipher
+        self._sealer = Sealer(cipher)
         self._fallback = fallback
         self._ttl = ttl
         self._key_prefix = key_prefix
@@ -54,7 +55,7 @@ class RedisPendingLogins:
     async def put_pending(self, pending: PendingLogin) -> None:
         from redis.exceptions import RedisError
 
-        sealed = self._cipher.seal(pending.to_storage(), aad_pending(pending.state))
+        sealed = self._sealer.seal_pending(pending)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._key(pending.state), json.dumps(sealed), ex=self._ttl)
@@ -87,7 +88,7 @@ class RedisPendingLogins:
         if raw is None:
             # Started while Redis was down, or before Redis was configured.
             return await self._fallback.take_pending(state)
-        pending = PendingLogin.model_validate(self._cipher.open(json.loads(raw), aad_pending(state)))
+        pending = self._sealer.open_pending(state, json.loads(raw))
         try:
             await self._redis.zrem(self._index(pending.account), state)
         except RedisError:
@@ -104,11 +105,10 @@ class RedisPendingLogins:
             log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)
             return await self._fallback.pending_for(account)
         sealed = [(state, json.loads(raw)) for state, raw in zip(states, raws, strict=True) if raw is not None]
-        found = open_pending_for(self._cipher, sealed, account) + await self._fallback.pending_for(account)
+        found = self._sealer.pending_of(sealed, account) + await self._fallback.pending_for(account)
         return sorted(found, key=lambda p: p.created_at)
 
     async def prune_pending(self, older_than: float) -> int:
         # Redis expires its own records; only the fallback store needs pruning.
-        prune = getattr(self._fallback, "prune_pending", None)
-        return await prune(older_than) if prune is not None else 0
+        return await self._fallback.prune_pending(older_than)
 

@@ -1,21 +1,20 @@
 """What every token store provides.
 
-Stores hold two kinds of record, both sealed by :class:`~litellm_claude_oauth.crypto.Cipher`:
-the token set of each account, and pending logins (PKCE verifier + state) that let
-``login`` and ``callback`` run in different processes or replicas.
+Stores hold two kinds of record, both sealed (see :mod:`.sealed`; the stores move only
+envelopes): the token set of each account, and pending logins (PKCE verifier + state)
+that let ``login`` and ``callback`` run in different processes or replicas.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..crypto import Cipher
-from ..errors import DecryptionError, TokenStoreError
+from ..errors import TokenStoreError
 from ..tokens import PendingLogin, TokenSet
 
 
@@ -79,30 +78,6 @@ class AccountRecord(BaseModel):
             )
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise TokenStoreError(f"stored record for '{account}' is malformed: {type(exc).__name__}") from None
-
-
-def aad_account(account: str) -> str:
-    """Associated data binding a sealed record to its account: it cannot be moved to another."""
-    return f"account:{account}"
-
-
-def aad_pending(state: str) -> str:
-    return f"pending:{state}"
-
-
-def open_pending_for(
-    cipher: Cipher, sealed: Iterable[tuple[str, Any]], account: str
-) -> list[PendingLogin]:
-    """Unseal ``(state, envelope)`` pairs and keep the account's logins, oldest first."""
-    found = []
-    for state, envelope in sealed:
-        try:
-            pending = PendingLogin.model_validate(cipher.open(envelope, aad_pending(state)))
-        except DecryptionError:
-            continue  # a login started under another key cannot be finished anyway
-        if pending.account == account:
-            found.append(pending)
-    return sorted(found, key=lambda p: p.created_at)
 
 
 Change = Callable[["AccountRecord | None"], "AccountRecord | None"]

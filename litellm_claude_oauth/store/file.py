@@ -27,9 +27,10 @@ from filelock import FileLock, Timeout
 
 from ..atomic import fsync_dir, write_atomically
 from ..crypto import Cipher
-from ..errors import DecryptionError, TokenStoreError
+from ..errors import TokenStoreError
 from ..tokens import PendingLogin
-from .base import AccountRecord, Change, aad_account, aad_pending, open_pending_for
+from .base import AccountRecord, Change
+from .sealed import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ T = TypeVar("T")
 class FileTokenStore:
     def __init__(self, path: Path, cipher: Cipher, *, lock_timeout: float = 30.0):
         self.path = Path(path)
-        self.cipher = cipher
+        self.sealer = Sealer(cipher)
         self.lock_timeout = lock_timeout
         # The file lock excludes other processes; the thread lock excludes our own
         # threads, since filelock without thread-locality is re-entrant across them.
@@ -55,7 +56,7 @@ class FileTokenStore:
 
     @property
     def encrypted(self) -> bool:
-        return self.cipher.enabled
+        return self.sealer.encrypted
 
     # -- async API -------------------------------------------------------------------
 
@@ -63,20 +64,20 @@ class FileTokenStore:
         return await asyncio.to_thread(self._load, account)
 
     async def save(self, record: AccountRecord) -> None:
-        envelope = self.cipher.seal(record.to_storage(), aad_account(record.account))
+        envelope = self.sealer.seal_account(record)
         await asyncio.to_thread(self._mutate, lambda doc: doc["accounts"].__setitem__(record.account, envelope))
 
     async def update(self, account: str, change: Change) -> AccountRecord | None:
         def step(doc: dict[str, Any]) -> tuple[AccountRecord | None, bool]:
             envelope = doc["accounts"].get(account)
-            current = None if envelope is None else self._open_account(account, envelope)
+            current = None if envelope is None else self.sealer.open_account(account, envelope)
             new = change(current)
             if new is current:
                 return current, False
             if new is None:
                 del doc["accounts"][account]
             else:
-                doc["accounts"][account] = self.cipher.seal(new.to_storage(), aad_account(account))
+                doc["accounts"][account] = self.sealer.seal_account(new)
             return new, True
 
         return await asyncio.to_thread(self._transact, step)
@@ -93,7 +94,7 @@ class FileTokenStore:
         return sorted(doc["accounts"])
 
     async def put_pending(self, pending: PendingLogin) -> None:
-        envelope = self.cipher.seal(pending.to_storage(), aad_pending(pending.state))
+        envelope = self.sealer.seal_pending(pending)
         await asyncio.to_thread(self._mutate, lambda doc: doc["pending"].__setitem__(pending.state, envelope))
 
     async def take_pending(self, state: str) -> PendingLogin | None:
@@ -104,24 +105,18 @@ class FileTokenStore:
         envelope = await asyncio.to_thread(self._transact, step)
         if envelope is None:
             return None
-        return PendingLogin.model_validate(self.cipher.open(envelope, aad_pending(state)))
+        return self.sealer.open_pending(state, envelope)
 
     async def pending_for(self, account: str) -> list[PendingLogin]:
         doc = await asyncio.to_thread(self._read_locked)
-        return open_pending_for(self.cipher, doc["pending"].items(), account)
+        return self.sealer.pending_of(doc["pending"].items(), account)
 
     async def prune_pending(self, older_than: float) -> int:
         """Drop pending logins started before ``older_than`` (unix seconds)."""
 
         def prune(doc: dict[str, Any]) -> int:
-            stale = []
-            for state, envelope in doc["pending"].items():
-                try:
-                    created = float(self.cipher.open(envelope, aad_pending(state))["created_at"])
-                except (DecryptionError, KeyError, TypeError, ValueError):
-                    created = 0.0
-                if created < older_than:
-                    stale.append(state)
+            stale = [state for state, envelope in doc["pending"].items()
+                     if self.sealer.pending_started(state, envelope) < older_than]
             for state in stale:
                 del doc["pending"][state]
             return len(stale), bool(stale)
@@ -152,10 +147,10 @@ class FileTokenStore:
     async def rotate_keys(self) -> int:
         def reseal(doc: dict[str, Any]) -> int:
             count = 0
-            for section, aad in (("accounts", aad_account), ("pending", aad_pending)):
+            for section, kind in (("accounts", "account"), ("pending", "pending")):
                 for key, envelope in doc[section].items():
-                    if not self.cipher.is_current(envelope):
-                        doc[section][key] = self.cipher.seal(self.cipher.open(envelope, aad(key)), aad(key))
+                    if self.sealer.needs_reseal(envelope):
+                        doc[section][key] = self.sealer.reseal(kind, key, envelope)
                         count += 1
             return count
 
@@ -166,22 +161,19 @@ class FileTokenStore:
 
     # -- sync internals (run in a worker thread) -------------------------------------
 
-    def _open_account(self, account: str, envelope: Any) -> AccountRecord:
-        return AccountRecord.from_storage(self.cipher.open(envelope, aad_account(account)), account)
-
     def _load(self, account: str) -> AccountRecord | None:
         doc = self._read_locked()
         envelope = doc["accounts"].get(account)
         if envelope is None:
             return None
-        record = self._open_account(account, envelope)
-        if not self.cipher.is_current(envelope):
+        record = self.sealer.open_account(account, envelope)
+        if self.sealer.needs_reseal(envelope):
             # Lazy key rotation: the first read under a new key re-seals the record,
             # unless a writer changed it since we read it.
             def reseal(doc: dict[str, Any]) -> tuple[None, bool]:
                 if doc["accounts"].get(account) != envelope:
                     return None, False
-                doc["accounts"][account] = self.cipher.seal(record.to_storage(), aad_account(account))
+                doc["accounts"][account] = self.sealer.seal_account(record)
                 return None, True
 
             self._transact(reseal)

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,8 @@ from ..errors import TokenStoreError
 from ..locks import DEFAULT_REFRESH_BOUND, lock_wait
 from ..tokens import PendingLogin
 from ._dsn import conninfo, connect_kwargs, describe, libpq_dsn, one_line_reason
-from .base import AccountRecord, Change, aad_account, aad_pending, open_pending_for
+from .base import AccountRecord, Change
+from .sealed import Kind, Sealer
 
 if TYPE_CHECKING:
     import psycopg
@@ -157,7 +158,7 @@ class PostgresTokenStore:
         settings' refresh bound, so a waiter outlasts a slow refresh that still succeeds.
         ``outage_backoff``: after the server could not be reached, calls within this many
         seconds fail at once with the same message instead of each waiting ``connect_timeout``."""
-        self.cipher = cipher
+        self.sealer = Sealer(cipher)
         self.lock_timeout = lock_timeout
         self.connect_timeout = connect_timeout
         self.outage_backoff = outage_backoff
@@ -181,7 +182,7 @@ class PostgresTokenStore:
 
     @property
     def encrypted(self) -> bool:
-        return self.cipher.enabled
+        return self.sealer.encrypted
 
     # -- accounts --------------------------------------------------------------------
 
@@ -191,8 +192,8 @@ class PostgresTokenStore:
             if row is None:
                 return None
             envelope, version = row
-            record = self._open_record(account, envelope)
-            if not self.cipher.is_current(envelope):
+            record = self.sealer.open_account(account, envelope)
+            if self.sealer.needs_reseal(envelope):
                 # Lazy key rotation: the first read under a new key re-seals the record,
                 # only if the row is still at the version read (a write in between wins).
                 await conn.execute(self._q.reseal, (self._seal(record), account, version))
@@ -214,10 +215,10 @@ class PostgresTokenStore:
                 )
                 # Whoever held it may have just created the row.
                 row = await _one(conn, self._q.select_for_update, (account,))
-            current = None if row is None else self._open_record(account, row[0])
+            current = None if row is None else self.sealer.open_account(account, row[0])
             new = change(current)
             if new is current:
-                if row is not None and not self.cipher.is_current(row[0]):
+                if row is not None and self.sealer.needs_reseal(row[0]):
                     await conn.execute(self._q.reseal, (self._seal(current), account, row[1]))  # type: ignore[arg-type]
                 return current
             if new is None:
@@ -250,7 +251,7 @@ class PostgresTokenStore:
     async def put_pending(self, pending: PendingLogin) -> None:
         from psycopg.types.json import Jsonb
 
-        envelope = self.cipher.seal(pending.to_storage(), aad_pending(pending.state))
+        envelope = self.sealer.seal_pending(pending)
         async with self._connection() as conn:
             await conn.execute(
                 self._q.put_pending, (pending.state, pending.account, Jsonb(envelope), pending.created_at)
@@ -261,14 +262,14 @@ class PostgresTokenStore:
             row = await _one(conn, self._q.take_pending, (state,))
         if row is None:
             return None
-        return PendingLogin.model_validate(self.cipher.open(row[0], aad_pending(state)))
+        return self.sealer.open_pending(state, row[0])
 
     async def pending_for(self, account: str) -> list[PendingLogin]:
         async with self._connection() as conn:
             cur = await conn.execute(self._q.pending_for, (account,))
             rows = await cur.fetchall()
         # The account_id column is a plaintext index; the sealed payload is what counts.
-        return open_pending_for(self.cipher, rows, account)
+        return self.sealer.pending_of(rows, account)
 
     async def prune_pending(self, older_than: float) -> int:
         """Drop pending logins started before ``older_than`` (unix seconds)."""
@@ -362,8 +363,8 @@ class PostgresTokenStore:
             # One transaction, like the file store's single rewrite: a record that cannot
             # be opened aborts the whole rotation rather than leaving it half done.
             async with conn.transaction():
-                count = await self._reseal_all(conn, self._q.tokens, "account_id", "token_envelope", aad_account)
-                count += await self._reseal_all(conn, self._q.pending, "state", "envelope", aad_pending)
+                count = await self._reseal_all(conn, self._q.tokens, "account_id", "token_envelope", "account")
+                count += await self._reseal_all(conn, self._q.pending, "state", "envelope", "pending")
             return count
 
     async def close(self) -> None:
@@ -373,13 +374,10 @@ class PostgresTokenStore:
 
     # -- internals -------------------------------------------------------------------
 
-    def _open_record(self, account: str, envelope: Any) -> AccountRecord:
-        return AccountRecord.from_storage(self.cipher.open(envelope, aad_account(account)), account)
-
     def _seal(self, record: AccountRecord) -> Any:
         from psycopg.types.json import Jsonb
 
-        return Jsonb(self.cipher.seal(record.to_storage(), aad_account(record.account)))
+        return Jsonb(self.sealer.seal_account(record))
 
     def _row_values(self, record: AccountRecord) -> tuple[str, Any, float, str | None, str | None, bool]:
         tokens = record.tokens
@@ -393,7 +391,7 @@ class PostgresTokenStore:
         )
 
     async def _reseal_all(
-        self, conn: Conn, table: sql.Identifier, key_col: str, env_col: str, aad: Callable[[str], str]
+        self, conn: Conn, table: sql.Identifier, key_col: str, env_col: str, kind: Kind
     ) -> int:
         from psycopg import sql
         from psycopg.types.json import Jsonb
@@ -401,9 +399,9 @@ class PostgresTokenStore:
         key, env = sql.Identifier(key_col), sql.Identifier(env_col)
         cur = await conn.execute(sql.SQL("SELECT {}, {} FROM {} FOR UPDATE").format(key, env, table))
         updates = [
-            (Jsonb(self.cipher.seal(self.cipher.open(envelope, aad(k)), aad(k))), k)
+            (Jsonb(self.sealer.reseal(kind, k, envelope)), k)
             for k, envelope in await cur.fetchall()
-            if not self.cipher.is_current(envelope)
+            if self.sealer.needs_reseal(envelope)
         ]
         if updates:
             async with conn.cursor() as wcur:
