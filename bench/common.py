@@ -1,29 +1,28 @@
-"""Shared by the benchmarks: a closed-loop load generator, ABBA comparison rounds, medians with spread."""
+"""Shared by the benchmarks: closed-loop load generators, comparison rounds (ABBA or paired), medians with spread."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import httpx
 
 from tests.e2e.harness import MASTER_KEY, Proxy
 
 
-async def load(proxy: Proxy, requests: int, concurrency: int, model: str) -> tuple[float, list[float], int]:
+async def _drive(proxy: Proxy, concurrency: int, model: str, more: Callable[[], bool]) -> tuple[list[float], int]:
+    """``concurrency`` closed-loop clients sending chat requests while ``more()``: latencies, failures."""
     latencies: list[float] = []
     failures = 0
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(requests):
-        queue.put_nowait(i)
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20}
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal failures
-        while not queue.empty():
-            queue.get_nowait()
+        while more():
             started = time.perf_counter()
             response = await client.post("/v1/chat/completions", json=body)
             latencies.append(time.perf_counter() - started)
@@ -33,10 +32,29 @@ async def load(proxy: Proxy, requests: int, concurrency: int, model: str) -> tup
     async with httpx.AsyncClient(
         base_url=proxy.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60, limits=limits
     ) as client:
-        started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return requests / elapsed, latencies, failures
+    return latencies, failures
+
+
+async def load(proxy: Proxy, requests: int, concurrency: int, model: str) -> tuple[float, list[float], int]:
+    """``requests`` requests: requests/s, their latencies, failures."""
+    left = iter(range(requests))
+    started = time.perf_counter()
+    latencies, failures = await _drive(proxy, concurrency, model, lambda: next(left, None) is not None)
+    return requests / (time.perf_counter() - started), latencies, failures
+
+
+async def load_for(proxy: Proxy, seconds: float, concurrency: int, model: str) -> tuple[int, list[float], int]:
+    """For ``seconds``: requests completed, their latencies, failures."""
+    deadline = time.perf_counter() + seconds
+    latencies, failures = await _drive(proxy, concurrency, model, lambda: time.perf_counter() < deadline)
+    return len(latencies), latencies, failures
+
+
+def cpu_seconds(proxy: Proxy) -> float:
+    """User + system CPU time of the proxy process so far (Linux /proc)."""
+    fields = Path(f"/proc/{proxy.processes[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -73,6 +91,36 @@ def abba(candidate: Proxy, baseline: Proxy, rounds: int, requests: int, concurre
     return results, ratios
 
 
+def paired(candidate: Proxy, baseline: Proxy, rounds: int, seconds: float, concurrency: int,
+           model: str = "claude-haiku-4.5") -> tuple[Results, list[float]]:
+    """Load both at the same time for ``seconds`` each round; ratios of what each completed.
+
+    On a shared machine whose speed drifts within seconds, sequential segments see
+    different machines; simultaneous ones see the same. Both proxies are CPU-bound and
+    the scheduler shares the cores fairly, so the throughput ratio is the inverse of
+    the ratio of work per request, which is also recorded (``cpu``: seconds a request).
+    """
+    proxies = {"candidate": candidate, "baseline": baseline}
+    results: Results = {n: {"rps": [], "lat": [], "fail": [], "cpu": []} for n in proxies}
+    ratios: list[float] = []
+
+    async def both() -> list[tuple[int, list[float], int]]:
+        return await asyncio.gather(*(load_for(p, seconds, concurrency, model) for p in proxies.values()))
+
+    for _ in range(rounds):
+        cpu_before = {n: cpu_seconds(p) for n, p in proxies.items()}
+        started = time.perf_counter()
+        outcomes = asyncio.run(both())
+        elapsed = time.perf_counter() - started
+        for (name, proxy), (done, latencies, failures) in zip(proxies.items(), outcomes, strict=True):
+            results[name]["rps"].append(done / elapsed)
+            results[name]["lat"].extend(latencies)
+            results[name]["fail"].append(failures)
+            results[name]["cpu"].append((cpu_seconds(proxy) - cpu_before[name]) / max(done, 1))
+        ratios.append(results["candidate"]["rps"][-1] / results["baseline"]["rps"][-1])
+    return results, ratios
+
+
 def print_results(results: Results, ratios: list[float], label: str, target: float = 0.98) -> None:
     candidate, baseline = label.split("/")
     print(f"{'variant':<10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
@@ -83,6 +131,6 @@ def print_results(results: Results, ratios: list[float], label: str, target: flo
             f" {percentile(r['lat'], 0.99) * 1000:8.1f} {int(sum(r['fail'])):7d}"
         )
     print(
-        f"throughput ratio {label}: median {statistics.median(ratios):.3f} over {len(ratios)} ABBA rounds"
+        f"throughput ratio {label}: median {statistics.median(ratios):.3f} over {len(ratios)} rounds"
         f" (min {min(ratios):.3f}, max {max(ratios):.3f}; target >= {target})"
     )

@@ -3,19 +3,21 @@
 The baseline is the plugin's own ``config.oauth.yaml`` with every ``claude-oauth`` marker
 replaced by the token itself (and the fake's ``api_base``) and our callback removed: the
 same model list and settings, so the comparison prices the plugin, not a smaller router.
-Both proxies run side by side against one fake Anthropic process; rounds alternate so
-that machine noise hits both alike. Prints requests/s, p50 and p99 per variant, the
-plugin/baseline throughput ratio (median of the ABBA rounds with its spread, target
->= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (read from
-/proc, less sensitive than req/s to what else the machine runs), plus the token-store
-reads the plugin made during the load (target 0 while the token is valid).
+Both proxies run side by side against one fake Anthropic process. Each round loads both
+at the same time for ``--seconds`` (``--abba``: one after the other, A B B A), so that
+the machine's drift hits both alike: on a shared 2-core VM, sequential segments of a
+few seconds differ by ±10% with nothing changed. Prints requests/s, p50 and p99 per
+variant, the plugin/baseline throughput ratio (median of the rounds with its spread,
+target >= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (read
+from /proc), plus the token-store reads the plugin made during the load (target 0
+while the token is valid).
 
 Quotas are on: the fake answers every request with ``anthropic-ratelimit-unified-*``
 headers and the plugin's request path parses each response's (``Quotas.observe``); the
 bench checks after the warm-up that the windows were seen.
 
-    .venv/bin/python -m bench.overhead [--requests 400] [--concurrency 16] [--rounds 10]
-        [--baseline-callback] [--no-identity]
+    .venv/bin/python -m bench.overhead [--rounds 20] [--seconds 5] [--concurrency 16]
+        [--abba [--requests 400]] [--baseline-callback] [--no-identity]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import Results, abba, load, percentile, print_results
+from bench.common import Results, abba, cpu_seconds, load, paired, percentile, print_results, spread
 from litellm_claude_oauth.routing import is_marker
 from tests.e2e.harness import (
     MASTER_KEY,
@@ -68,21 +70,17 @@ def static_config(token: str, api_base: str, callbacks: list[str]) -> dict[str, 
     return config
 
 
-def cpu_seconds(proxy: Proxy) -> float:
-    """User + system CPU time of the proxy process so far (Linux /proc)."""
-    fields = Path(f"/proc/{proxy.processes[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def latency_ratio(results: Results, q: float) -> float:
     return percentile(results["candidate"]["lat"], q) / percentile(results["baseline"]["lat"], q)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a paired round")
+    parser.add_argument("--concurrency", type=int, default=16, help="in flight per proxy")
+    parser.add_argument("--abba", action="store_true", help="sequential A B B A rounds instead of paired ones")
+    parser.add_argument("--requests", type=int, default=400, help="requests per proxy in an ABBA round")
     parser.add_argument(
         "--baseline-callback",
         action="store_true",
@@ -116,10 +114,15 @@ def main() -> None:
         )
         reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
 
-        cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
-        results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency, MODEL)
-        cpu_per_request = {name: (cpu_seconds(proxy) - cpu_before[name]) / (args.rounds * args.requests)
-                           for name, proxy in proxies.items()}
+        if args.abba:
+            cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
+            results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency,
+                                   MODEL)
+            for key, name in (("candidate", "plugin"), ("baseline", "static")):  # one figure for the whole run
+                results[key]["cpu"] = [(cpu_seconds(proxies[name]) - cpu_before[name]) / (args.rounds * args.requests)]
+        else:
+            results, ratios = paired(proxies["plugin"], proxies["static"], args.rounds, args.seconds,
+                                     args.concurrency, MODEL)
         reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
     finally:
         for name, proxy in proxies.items():
@@ -129,17 +132,19 @@ def main() -> None:
 
     baseline = "static key + no-op callback" if args.baseline_callback else "static key"
     print(f"plugin vs {baseline}{' (plugin without identity block)' if args.no_identity else ''}")
-    print(f"{args.rounds} rounds x {args.requests} requests, concurrency {args.concurrency}, model {MODEL}")
+    rounds = (f"{args.rounds} ABBA rounds x {args.requests} requests" if args.abba
+              else f"{args.rounds} paired rounds x {args.seconds:g} s, both proxies loaded at once")
+    print(f"{rounds}, concurrency {args.concurrency} per proxy, model {MODEL}")
     print(f"quotas: {quotas}")
     print_results(results, ratios, "plugin/static")
     print(
         f"throughput ratio spread: stdev {statistics.stdev(ratios) if len(ratios) > 1 else 0.0:.3f}; "
         f"latency ratio plugin/static: p50 {latency_ratio(results, 0.5):.3f}, p99 {latency_ratio(results, 0.99):.3f}"
     )
-    print(
-        f"proxy CPU per request: plugin {cpu_per_request['plugin'] * 1000:.2f} ms, static "
-        f"{cpu_per_request['static'] * 1000:.2f} ms, ratio {cpu_per_request['plugin'] / cpu_per_request['static']:.3f}"
-    )
+    cpu = {name: [c * 1000 for c in results[key]["cpu"]] for key, name in (("candidate", "plugin"), ("baseline", "static"))}
+    cpu_ratios = [a / b for a, b in zip(cpu["plugin"], cpu["static"], strict=True)]
+    print(f"proxy CPU per request: plugin {spread(cpu['plugin'])} ms, static {spread(cpu['static'])} ms, "
+          f"ratio plugin/static {spread(cpu_ratios, '{:.3f}')}")
     print(
         f"token-store reads during load: {reads_after['store_reads'] - reads_before['store_reads']} (target 0); "
         f"refreshes: {reads_after['refreshes'] - reads_before['refreshes']}; "
