@@ -13,7 +13,7 @@ import threading
 
 sys.path.insert(0, "/srv")  # tests/ is mounted at /srv/tests
 
-from tests.fake_anthropic import FakeAnthropic  # noqa: E402
+from tests.fake_anthropic import FakeAnthropic
 
 
 def main() -> None:

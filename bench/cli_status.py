@@ -41,7 +41,8 @@ def isolated_env(root: Path) -> dict[str, str]:
 
 
 def log_in(litellm: Path, env: dict[str, str]) -> None:
-    doc = {"access_token": "sk-ant-oat01-bench", "refresh_token": "sk-ant-ort01-bench", "expires_at": time.time() + 8 * 3600}
+    doc = {"access_token": "sk-ant-oat01-bench", "refresh_token": "sk-ant-ort01-bench",
+           "expires_at": time.time() + 8 * 3600}
     proc = subprocess.run([str(litellm), "claude", "import", "-"], input=json.dumps(doc), env=env,
                           capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
@@ -84,7 +85,8 @@ def slowest_imports(cmd: list[str], env: dict[str, str], top: int = 12) -> list[
 
 
 def describe(values: list[float]) -> str:
-    return f"median {statistics.median(values) * 1000:6.1f} ms  (min {min(values) * 1000:6.1f}, max {max(values) * 1000:6.1f})"
+    median, low, high = (v * 1000 for v in (statistics.median(values), min(values), max(values)))
+    return f"median {median:6.1f} ms  (min {low:6.1f}, max {high:6.1f})"
 
 
 def main() -> None:
@@ -128,7 +130,8 @@ def main() -> None:
     print(f"  litellm claude status  {describe(cpu['status'])}")
     print(f"  python -c pass         {describe(cpu['python -c pass'])}")
     print(f"  import manager only    {describe(cpu['import manager'])}")
-    print(f"wall ratio (per ABBA round) median {statistics.median(ratios):.1f}x  (min {min(ratios):.1f}, max {max(ratios):.1f})")
+    print(f"wall ratio (per ABBA round) median {statistics.median(ratios):.1f}x  "
+          f"(min {min(ratios):.1f}, max {max(ratios):.1f})")
     print(f"status's own cost: {(status_median - baseline_median) * 1000:.1f} ms wall, "
           f"{(statistics.median(cpu['status']) - statistics.median(cpu['python -c pass'])) * 1000:.1f} ms CPU")
     verdict = "meets" if status_median < TARGET_SECONDS else "misses"

@@ -96,7 +96,8 @@ def main() -> None:
     fake = FakeProcess(tmp)
     proxies: dict[str, Proxy] = {}
     try:
-        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **({"CLAUDE_CODE_SYSTEM_PROMPT": ""} if args.no_identity else {}))  # type: ignore[arg-type]
+        identity = {"CLAUDE_CODE_SYSTEM_PROMPT": ""} if args.no_identity else {}
+        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **identity)
         token = login_and_export(env, fake)
         baseline_config = tmp / "static.yaml"
         callbacks = ["bench.noop_callback.handler"] if args.baseline_callback else []
@@ -141,7 +142,8 @@ def main() -> None:
         f"throughput ratio spread: stdev {statistics.stdev(ratios) if len(ratios) > 1 else 0.0:.3f}; "
         f"latency ratio plugin/static: p50 {latency_ratio(results, 0.5):.3f}, p99 {latency_ratio(results, 0.99):.3f}"
     )
-    cpu = {name: [c * 1000 for c in results[key]["cpu"]] for key, name in (("candidate", "plugin"), ("baseline", "static"))}
+    variants = (("candidate", "plugin"), ("baseline", "static"))
+    cpu = {name: [c * 1000 for c in results[key]["cpu"]] for key, name in variants}
     cpu_ratios = [a / b for a, b in zip(cpu["plugin"], cpu["static"], strict=True)]
     print(f"proxy CPU per request: plugin {spread(cpu['plugin'])} ms, static {spread(cpu['static'])} ms, "
           f"ratio plugin/static {spread(cpu_ratios, '{:.3f}')}")

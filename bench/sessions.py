@@ -7,7 +7,8 @@ re-pays its prompt on every hop. Two proxies, each with the same pool of three a
 Load: C concurrent conversations, each sending its turns to ``/v1/messages`` with
 Claude Code's ``x-claude-code-session-id``. Prints, per variant, the share of each
 conversation's turns served by its most-used account (locality: 1.0 = never moved;
-a round-robin baseline is about 1/3), then the throughput ratio affinity/none (median of ABBA rounds, with spread) and p50/p99.
+a round-robin baseline is about 1/3), then the throughput ratio affinity/none (median of ABBA
+rounds, with spread) and p50/p99.
 
     .venv/bin/python -m bench.sessions [--conversations 8] [--turns 12] [--rounds 3]
 """
@@ -146,7 +147,8 @@ def main() -> None:
     if failed:
         broken.append(f"{failed} failed turns (target 0)")
     if min(shares["affinity"]) < 1.0:
-        broken.append(f"a conversation moved between accounts with affinity on (min locality {min(shares['affinity']):.2f})")
+        broken.append("a conversation moved between accounts with affinity on "
+                      f"(min locality {min(shares['affinity']):.2f})")
     for line in broken:
         print("BROKEN: " + line)
     raise SystemExit(1 if broken else 0)

@@ -51,7 +51,7 @@ REDIS_PREFIX = "litellm:claude_oauth:alert"
 Level = Literal["Low", "Medium", "High"]
 
 
-class Condition(str, enum.Enum):
+class Condition(enum.StrEnum):
     RELOGIN_REQUIRED = "relogin_required"
     REFRESH_FAILING = "refresh_failing"
     POOL_COOLING_DOWN = "pool_cooling_down"

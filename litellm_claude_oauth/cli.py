@@ -25,10 +25,10 @@ import click
 if TYPE_CHECKING:
     from .login import LoginStart
     from .manager import TokenManager
-    from .status import AccountStatus
     from .models import ModelsReport
-    from .store import AccountRecord
     from .settings import Settings
+    from .status import AccountStatus
+    from .store import AccountRecord
     from .tokens import TokenSet
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ def _human_duration(seconds: float) -> str:
 
 
 def _when(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @click.group(name="claude", context_settings={"help_option_names": ["-h", "--help"]})

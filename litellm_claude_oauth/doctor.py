@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 CheckStatus = Literal["pass", "warn", "fail", "skip"]
 DAY = 86_400.0
-_EXTRA_USAGE_FIX = "turn on or top up extra usage at claude.ai/settings/usage, or use this account from Claude Code only"
+_EXTRA_USAGE_FIX = (
+    "turn on or top up extra usage at claude.ai/settings/usage, or use this account from Claude Code only"
+)
 PROBE_TEXT = "Reply with one word."
 
 

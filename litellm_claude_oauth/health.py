@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .errors import TokenStoreError
 from .ratelimit import Cooldown
@@ -49,7 +50,8 @@ class AccountHealth:
         """Take what the store says about an account (called on every store read)."""
         now, account = self._clock(), record.account
         if record.cooldown_until is not None and record.cooldown_until > now:
-            self._cooldowns[account] = Cooldown(until=record.cooldown_until, reason=record.cooldown_reason or "rate limited")
+            reason = record.cooldown_reason or "rate limited"
+            self._cooldowns[account] = Cooldown(until=record.cooldown_until, reason=reason)
         else:
             self._cooldowns.pop(account, None)
         for key in [k for k in self._family_cooldowns if k[0] == account]:
@@ -118,7 +120,7 @@ class AccountHealth:
         return found
 
     @staticmethod
-    def _live(table: dict, key: object, now: float) -> Cooldown | None:
+    def _live(table: dict[Any, Cooldown], key: object, now: float) -> Cooldown | None:
         cooldown = table.get(key)
         if cooldown is not None and cooldown.until <= now:
             del table[key]

@@ -130,7 +130,7 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         return self._trusted
 
     @staticmethod
-    def _configured(kwargs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    def _configured(kwargs: dict[str, Any]) -> Mapping[str, Any] | None:
         """The deployment's litellm_params as the proxy config has them (not as the request may override)."""
         router = litellm_api.proxy_router()
         model_info = kwargs.get("model_info") or {}
@@ -169,17 +169,23 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
             return None
         model = str(kwargs.get("model") or "")
         try:
-            return await self._prepare(kwargs, api_key, configured, model, str(getattr(call_type, "value", call_type)))
+            call = str(getattr(call_type, "value", call_type))
+            return await self._prepare(kwargs, str(api_key), configured, model, call)  # a marker: a str
         except (NotLoggedInError, ReloginRequiredError, OwnLoginRequired) as exc:
             raise litellm_api.authentication_error(str(exc), model) from None
         except RetryLater as exc:
             raise litellm_api.rate_limit_error(str(exc), model, int(exc.retry_after or 60)) from None
         except ClaudeOAuthError as exc:
-            prefix = "Claude OAuth is misconfigured" if isinstance(exc, ConfigError) else "Claude OAuth credentials unavailable"
+            misconfigured = isinstance(exc, ConfigError)
+            prefix = "Claude OAuth is misconfigured" if misconfigured else "Claude OAuth credentials unavailable"
             raise litellm_api.service_unavailable_error(f"{prefix}: {exc}", model) from None
 
     async def async_post_call_failure_hook(
-        self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
     ) -> None:
         """Keep the rate-limit headers of a failed call for the client (see upstream_headers).
 

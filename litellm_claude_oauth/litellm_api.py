@@ -71,7 +71,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
-from litellm import AuthenticationError, RateLimitError, ServiceUnavailableError
+from litellm.exceptions import AuthenticationError, RateLimitError, ServiceUnavailableError
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
@@ -160,7 +160,7 @@ def rate_limit_error(message: str, model: str, retry_after: int) -> RateLimitErr
 
 def refusal_error(status: int, message: str, model: str) -> Exception:
     """The LiteLLM error for an upstream refusal with ``status``, as the proxy renders it to the client."""
-    from litellm import BadRequestError, NotFoundError, PermissionDeniedError
+    from litellm.exceptions import BadRequestError, NotFoundError, PermissionDeniedError
 
     if status == 401:
         return authentication_error(message, model)
@@ -283,7 +283,6 @@ __all__ = [
     "AsyncHTTPHandler",
     "AuthedAsyncHTTPHandler",
     "AuthenticationError",
-    "refusal_error",
     "CustomLogger",
     "LitellmUserRoles",
     "RateLimitError",
@@ -300,6 +299,7 @@ __all__ = [
     "proxy_master_key",
     "proxy_router",
     "rate_limit_error",
+    "refusal_error",
     "run_proxy_cli",
     "send_proxy_alert",
     "service_unavailable_error",

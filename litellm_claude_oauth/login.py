@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from .errors import LoginStateError, OAuthError
 from .oauth import OAuthClient, build_authorize_url, parse_authorization_input
@@ -43,7 +44,7 @@ def replace_credentials(
         and tokens.account_uuid is not None
         and current.tokens.account_uuid == tokens.account_uuid
     )
-    health = (
+    health: dict[str, Any] = (
         {"cooldown_until": current.cooldown_until, "cooldown_reason": current.cooldown_reason,
          "model_cooldowns": current.model_cooldowns}
         if same_user and current is not None
@@ -78,7 +79,11 @@ class LoginFlow:
         state = generate_state()
         now = self._clock()
         pending = PendingLogin(
-            state=state, code_verifier=verifier, account=account, redirect_uri=self.settings.redirect_uri, created_at=now
+            state=state,
+            code_verifier=SecretStr(verifier),
+            account=account,
+            redirect_uri=self.settings.redirect_uri,
+            created_at=now,
         )
         await self._pending.prune_pending(now - self.settings.login_state_ttl_seconds)
         await self._pending.put_pending(pending)

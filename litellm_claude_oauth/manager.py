@@ -237,9 +237,13 @@ class TokenManager:
         """
         account = self.account_id(account)
         cached = self._cache.get(account)
-        if stale_access is not None and cached is not None and cached.access != stale_access:
-            if not cached.is_expired(self._clock()):
-                return cached
+        if (
+            stale_access is not None
+            and cached is not None
+            and cached.access != stale_access
+            and not cached.is_expired(self._clock())
+        ):
+            return cached
         tokens = await self._single_flight(account, force=True, stale_access=stale_access)
         if stale_access is not None and tokens.access == stale_access:
             # We joined a plain load that re-read the rejected token (audit L4): refresh for real.
@@ -354,7 +358,8 @@ class TokenManager:
             self._refresh_finished(account, "invalid_grant", started, exc)
             return await self._refresh_rejected(account, started_from, exc)
         except OAuthError as exc:
-            self._refresh_finished(account, "rate_limited" if isinstance(exc, RateLimitedError) else "error", started, exc)
+            result = "rate_limited" if isinstance(exc, RateLimitedError) else "error"
+            self._refresh_finished(account, result, started, exc)
             if not tokens.is_expired(self._clock()):
                 # Proactive refresh failed (network, 5xx, 429): the current token still
                 # works, so keep serving it and try again on a later request.
@@ -399,7 +404,8 @@ class TokenManager:
         log.warning("Claude account '%s' needs a new login: %s", account, exc)
         from .alerts import Condition
 
-        self.alerts.notify_soon(Condition.RELOGIN_REQUIRED, account, f"Claude account '{account}' needs a new login ({reason})")
+        message = f"Claude account '{account}' needs a new login ({reason})"
+        self.alerts.notify_soon(Condition.RELOGIN_REQUIRED, account, message)
         self._cache.pop(account, None)
         await self._announce(account)
         raise ReloginRequiredError(account, reason) from None

@@ -32,8 +32,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
-from .status import AccountStatus
 from .quotas import OVERAGE, AccountQuota
+from .status import AccountStatus
 
 if TYPE_CHECKING:
     from .manager import TokenManager
@@ -91,7 +91,8 @@ def passthrough_request() -> None:
 
 
 def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+    # prometheus_client still reads the lower-case name its older releases documented.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None  # noqa: SIM112
 
 
 # -- state, at scrape time ---------------------------------------------------------------------
@@ -179,7 +180,7 @@ def render(states: Sequence[AccountState], now: float | None = None, *, multipro
     if directory:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        registry.register(_Ours(MultiProcessCollector(None, path=directory)))
+        registry.register(_Ours(MultiProcessCollector(None, path=directory)))  # type: ignore[no-untyped-call]
     else:
         registry.register(_Ours(_EVENTS))
     registry.register(_StateCollector(states, time.time() if now is None else now))

@@ -229,7 +229,9 @@ def compare(config: list[ConfigModel], upstream: list[UpstreamModel]) -> list[Co
     ]
 
 
-async def fetch_with_refresh(manager: TokenManager, account: str | None, http: httpx.AsyncClient) -> list[UpstreamModel]:
+async def fetch_with_refresh(
+    manager: TokenManager, account: str | None, http: httpx.AsyncClient
+) -> list[UpstreamModel]:
     """``fetch_models`` with the account's token; on a 401, refresh once and retry."""
     settings = manager.settings
     tokens = await manager.get_tokens(account)

@@ -9,6 +9,7 @@ instead (with a warning), so logging in keeps working.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any, Protocol
@@ -63,7 +64,8 @@ class RedisPendingLogins:
                 pipe.expire(self._index(pending.account), self._ttl)
                 await pipe.execute()
         except RedisError as exc:
-            log.warning("Redis unavailable for pending logins (%s); keeping this one in the token store", type(exc).__name__)
+            log.warning("Redis unavailable for pending logins (%s); keeping this one in the token store",
+                        type(exc).__name__)
             await self._fallback.put_pending(pending)
 
     async def take_pending(self, state: str) -> PendingLogin | None:
@@ -89,17 +91,16 @@ class RedisPendingLogins:
             # Started while Redis was down, or before Redis was configured.
             return await self._fallback.take_pending(state)
         pending = self._sealer.open_pending(state, json.loads(raw))
-        try:
+        with contextlib.suppress(RedisError):  # the index only helps find bare codes; a stale entry is skipped later
             await self._redis.zrem(self._index(pending.account), state)
-        except RedisError:
-            pass  # the index only helps find bare codes; a stale entry is skipped later
         return pending
 
     async def pending_for(self, account: str) -> list[PendingLogin]:
         from redis.exceptions import RedisError
 
         try:
-            states = [s.decode() if isinstance(s, bytes) else s for s in await self._redis.zrange(self._index(account), 0, -1)]
+            members = await self._redis.zrange(self._index(account), 0, -1)
+            states = [s.decode() if isinstance(s, bytes) else s for s in members]
             raws = await self._redis.mget([self._key(s) for s in states]) if states else []
         except RedisError as exc:
             log.warning("Redis unavailable for pending logins (%s); looking in the token store", type(exc).__name__)

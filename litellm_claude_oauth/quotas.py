@@ -206,7 +206,7 @@ class RedisQuotaBackend:
         found: dict[str, list[dict[str, Any]]] = {}
         oldest = time.time() - self._ttl
         stale: list[tuple[str, Any]] = []
-        for account, fields in zip(accounts, hashes):
+        for account, fields in zip(accounts, hashes, strict=True):
             for worker, raw in (fields or {}).items():
                 with contextlib.suppress(ValueError):
                     data = json.loads(raw)
@@ -506,8 +506,8 @@ class Quotas:
                     log.warning("Claude OAuth: could not share quota figures (%s); this worker's view only",
                                 type(exc).__name__ + (f": {exc}" if str(exc) else ""))
                 return
-            for account, records in pulled.items():
-                for data in records:
+            for account, shared in pulled.items():
+                for data in shared:
                     parsed = _parse_record(data)
                     if parsed is not None:
                         self._merge(account, parsed[0], parsed[1])

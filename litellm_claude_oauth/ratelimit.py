@@ -26,9 +26,8 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -90,7 +89,7 @@ def _epoch(value: str) -> float | None:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
             return _http_date(value)
-        number = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+        number = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     return number if 0 < number < _LATEST_EPOCH else None
 
 
@@ -99,7 +98,7 @@ def _http_date(value: str) -> float | None:
         moment = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    stamp = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    stamp = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
     return stamp if 0 < stamp < _LATEST_EPOCH else None
 
 
@@ -367,7 +366,8 @@ def cooldown_for_429(headers: Mapping[str, str], body_text: str = "", now: float
         if not candidates and scoped_claim == family:
             candidates = future(state.reset if state.rejected else None)
         candidates = candidates or future(state.retry_at)
-        return rest(candidates, state.representative_claim if scoped_claim == family else own[0].name, family)
+        claim = state.representative_claim
+        return rest(candidates, claim if scoped_claim == family and claim else own[0].name, family)
     if state.rejected:
         allowed = {w.name for w in state.account_windows if w.status in ("allowed", "allowed_warning")}
         if not account_claim or allowed.issuperset(ACCOUNT_WINDOWS):

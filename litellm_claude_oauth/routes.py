@@ -19,7 +19,6 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import litellm_api
-
 from .errors import ClaudeOAuthError, RetryLater
 from .manager import AccountStatus, LoginStart, ManagerStats, TokenManager, get_manager
 from .quotas import AccountQuota, Quotas
@@ -238,7 +237,7 @@ async def metrics(
     request: Request,
     m: Manager,
     q: QuotaView,
-    format: Annotated[  # noqa: A002 - the query parameter's public name
+    format: Annotated[
         Literal["json", "prometheus"] | None,
         Query(description="`prometheus` (text format) or `json` (this worker's counters); default from Accept"),
     ] = None,

@@ -116,8 +116,12 @@ ENV: dict[str, EnvVar] = {
     "CLAUDE_OAUTH_HTTP_TIMEOUT": EnvVar("http_timeout_seconds", "timeout of token requests, seconds", "30"),
     "CLAUDE_API_BASE": EnvVar("api_base", "Messages API base for OAuth deployments", DEFAULT_API_BASE),
     "CLAUDE_CODE_OAUTH_TOKEN": EnvVar(None, "a `claude setup-token` token, read by `litellm claude import`"),
-    "CLAUDE_SETUP_TOKEN": EnvVar(None, "a setup token for `litellm claude import --setup-token` (else read from stdin)"),
-    "LITELLM_CONFIG": EnvVar(None, "the proxy config `litellm claude models` and `doctor` check (else `./config.oauth.yaml`)"),
+    "CLAUDE_SETUP_TOKEN": EnvVar(
+        None, "a setup token for `litellm claude import --setup-token` (else read from stdin)"
+    ),
+    "LITELLM_CONFIG": EnvVar(
+        None, "the proxy config `litellm claude models` and `doctor` check (else `./config.oauth.yaml`)"
+    ),
     "CLAUDE_CODE_CREDENTIALS_FILE": EnvVar(
         "claude_code_credentials_file",
         "Claude Code's credentials, read by `import`",

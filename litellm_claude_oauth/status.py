@@ -6,6 +6,8 @@ token model and the settings: no HTTP client, no OAuth or routing code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from .errors import TokenStoreError
@@ -40,7 +42,7 @@ class AccountStatus(BaseModel):
 
 
 async def account_status(store: TokenStore, settings: Settings, account: str, now: float) -> AccountStatus:
-    base = {"account": account, "store": store.location, "encrypted": store.encrypted}
+    base: dict[str, Any] = {"account": account, "store": store.location, "encrypted": store.encrypted}
     try:
         record = await store.load(account)
     except TokenStoreError as exc:

@@ -326,7 +326,7 @@ def test_doctor_against_the_fake_anthropic(env, tmp_path: Path, monkeypatch: pyt
             "  - model_name: h\n    litellm_params: {model: anthropic/claude-haiku-5-5, api_key: claude-oauth}\n"
         )
         fake.reset_records()
-        code, output, data = doctor("--json", "--config", str(config))
+        code, _, data = doctor("--json", "--config", str(config))
         probes = [r for r in fake.messages_requests()]
     assert data is not None
     checks = by_name(data)

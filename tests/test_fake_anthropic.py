@@ -17,8 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.fake_anthropic import CLAUDE_CODE_SYSTEM, CLIENT_ID, REFUSALS, FakeAnthropic, OAuthState, s256
-from tests.fake_anthropic import catalog
+from tests.fake_anthropic import CLAUDE_CODE_SYSTEM, CLIENT_ID, REFUSALS, FakeAnthropic, OAuthState, catalog, s256
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIRECT_URI = "https://platform.claude.com/oauth/code/callback"
@@ -603,7 +602,7 @@ def test_usage_control_shows_in_headers(fake: FakeAnthropic, client: httpx.Clien
     fake.set_usage(token, overage_in_use=True)
     h = unified(client.post("/v1/messages", json=message_body(), headers=api_headers(token)))
     assert h["overage-in-use"] == "true" and h["overage-status"] == "allowed"
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(ValueError, match=r"0\.\.1"):
         fake.set_usage(token, five_hour=50)
 
 

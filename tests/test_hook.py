@@ -13,7 +13,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from litellm_claude_oauth.auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, UntrustedUpstream, current_attempt, origin
+from litellm_claude_oauth.auth_flow import (
+    PLACEHOLDER,
+    Attempt,
+    ClaudeOAuthFlow,
+    UntrustedUpstream,
+    current_attempt,
+    origin,
+)
 from litellm_claude_oauth.identity import with_identity
 from litellm_claude_oauth.manager import TokenManager
 from litellm_claude_oauth.routing import Pool

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.kill_loop.report import race_summary, summary
-from bench.kill_loop.run import run_mode, run_races
 from bench.kill_loop.classify import (
     Markers,
     Stored,
@@ -23,6 +21,8 @@ from bench.kill_loop.classify import (
     phase,
     race_position,
 )
+from bench.kill_loop.report import race_summary, summary
+from bench.kill_loop.run import run_mode, run_races
 
 LOOPS = 10
 RACES = 6

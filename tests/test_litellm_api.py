@@ -17,7 +17,7 @@ import sys
 import tomllib
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -279,7 +279,7 @@ async def test_proxy_alert_goes_through_litellms_alerting_handler(monkeypatch: p
     sent: list[dict[str, Any]] = []
 
     class Logging:
-        alerting = ["slack"]
+        alerting: ClassVar[list[str]] = ["slack"]
 
         async def alerting_handler(self, **kwargs: Any) -> None:
             sent.append(kwargs)

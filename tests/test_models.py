@@ -86,7 +86,7 @@ async def test_fetch_models_follows_pages_with_honest_oauth_headers() -> None:
     with respx.mock() as router:
         route = router.get(MODELS_URL).mock(
             side_effect=[httpx.Response(200, json=page(CURRENT[:2], has_more=True)),
-                         httpx.Response(200, json=page(CURRENT[2:]))]  # fmt: skip
+                         httpx.Response(200, json=page(CURRENT[2:]))]
         )
         async with httpx.AsyncClient() as http:
             models = await fetch_models(http, API + "/", "sk-ant-oat01-tok")

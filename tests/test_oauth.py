@@ -362,7 +362,7 @@ async def test_invalid_grant_after_the_refresh_token_ended_says_so(token_endpoin
         {"access_token": "a", "refresh_token": "sk-ant-ort01-dead", "refresh_token_expires_in": 60},
         now=time.time() - 31 * DAY,
     )
-    with pytest.raises(InvalidGrantError, match="lifetime ended on .*new browser login") as info:
+    with pytest.raises(InvalidGrantError, match=r"lifetime ended on .*new browser login") as info:
         await OAuthClient(settings()).refresh(ended)
     assert info.value.status_code == 400 and info.value.error == "invalid_grant"
     alive = TokenSet.from_token_response({"access_token": "a", "refresh_token": "sk-ant-ort01-revoked"})

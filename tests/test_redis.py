@@ -157,7 +157,7 @@ def test_lock_waits_outlast_the_slowest_refresh(env: dict[str, str], store: File
     bound = refresh_bound(settings)
     assert bound == len(settings.token_urls) * settings.http_timeout_seconds
     # The default bound is what default settings give: every default token URL, default timeout.
-    assert DEFAULT_REFRESH_BOUND == len(DEFAULT_TOKEN_URLS) * Settings.model_fields["http_timeout_seconds"].default
+    assert len(DEFAULT_TOKEN_URLS) * Settings.model_fields["http_timeout_seconds"].default == DEFAULT_REFRESH_BOUND
     assert RedisLock(None, store, refresh_bound=bound).wait == lock_wait(bound) > bound
     assert RedisLock(None, store).wait > DEFAULT_REFRESH_BOUND
 

@@ -5,7 +5,7 @@ import pytest
 from litellm_claude_oauth.errors import NotLoggedInError, ReloginRequiredError
 from litellm_claude_oauth.manager import TokenManager
 from litellm_claude_oauth.ratelimit import Cooldown, cooldown_for_429
-from litellm_claude_oauth.routing import caller_identity, AllAccountsCoolingDown, Pool, Route, route_for
+from litellm_claude_oauth.routing import AllAccountsCoolingDown, Pool, Route, caller_identity, route_for
 from litellm_claude_oauth.settings import Settings
 from litellm_claude_oauth.tokens import TokenSet
 

@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -205,7 +205,7 @@ async def test_tokens_are_encrypted_at_rest_and_metadata_is_plain(
     stored = json.dumps(row["token_envelope"])
     assert ACCESS not in stored and REFRESH not in stored
     assert row["token_envelope"]["kid"] == key_id(KEY_A)
-    assert row["expires_at"] == datetime.fromtimestamp(1_900_000_000.5, tz=timezone.utc)
+    assert row["expires_at"] == datetime.fromtimestamp(1_900_000_000.5, tz=UTC)
     assert row["account_email"] == "ada@example.com"
     assert row["organization_name"] == "Analytical Engines"
     assert row["needs_relogin"] is True

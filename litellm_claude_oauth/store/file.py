@@ -30,7 +30,7 @@ from ..crypto import Cipher
 from ..errors import TokenStoreError
 from ..tokens import PendingLogin
 from .base import AccountRecord, Change
-from .sealed import Sealer
+from .sealed import Kind, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class FileTokenStore:
     async def prune_pending(self, older_than: float) -> int:
         """Drop pending logins started before ``older_than`` (unix seconds)."""
 
-        def prune(doc: dict[str, Any]) -> int:
+        def prune(doc: dict[str, Any]) -> tuple[int, bool]:
             stale = [state for state, envelope in doc["pending"].items()
                      if self.sealer.pending_started(state, envelope) < older_than]
             for state in stale:
@@ -147,7 +147,8 @@ class FileTokenStore:
     async def rotate_keys(self) -> int:
         def reseal(doc: dict[str, Any]) -> int:
             count = 0
-            for section, kind in (("accounts", "account"), ("pending", "pending")):
+            sections: tuple[tuple[str, Kind], ...] = (("accounts", "account"), ("pending", "pending"))
+            for section, kind in sections:
                 for key, envelope in doc[section].items():
                     if self.sealer.needs_reseal(envelope):
                         doc[section][key] = self.sealer.reseal(kind, key, envelope)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..events import RECONNECT_DELAY, ChangeFeed
-from ._dsn import conninfo, connect_kwargs, describe, libpq_dsn, one_line_reason
+from ._dsn import connect_kwargs, conninfo, describe, libpq_dsn, one_line_reason
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection

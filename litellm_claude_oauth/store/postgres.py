@@ -39,7 +39,7 @@ from ..crypto import Cipher
 from ..errors import TokenStoreError
 from ..locks import DEFAULT_REFRESH_BOUND, lock_wait
 from ..tokens import PendingLogin
-from ._dsn import conninfo, connect_kwargs, describe, libpq_dsn, one_line_reason
+from ._dsn import connect_kwargs, conninfo, describe, libpq_dsn, one_line_reason
 from .base import AccountRecord, Change
 from .sealed import Kind, Sealer
 

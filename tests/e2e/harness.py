@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from tests.fake_anthropic import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parents[2]

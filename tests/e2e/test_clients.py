@@ -33,7 +33,7 @@ from tests.fake_anthropic import FakeAnthropic
 from tests.fake_anthropic.server import RecordedRequest
 
 from .clients import EgressTrap, Recorder, Seen, claude_binary, claude_env, run_claude
-from .harness import MASTER_KEY, LITELLM, Proxy, cli_login, proxy_env, start_proxy, stop_proxy
+from .harness import LITELLM, MASTER_KEY, Proxy, cli_login, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.fake_anthropic import FakeAnthropic
 from tests.backends import drop_our_tables
+from tests.fake_anthropic import FakeAnthropic
 from tests.tcp_proxy import ThreadedTcpProxy, free_port
 
 from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy, wait_for_port

@@ -64,7 +64,7 @@ def messages(client: httpx.Client, model: str, **extra: object) -> httpx.Respons
 
 def test_claude_codes_default_ids_and_retired_ids(fresh: tuple[Proxy, FakeAnthropic]) -> None:
     """Claude Code asks for Anthropic's own ids (claude-opus-4-8) without ANTHROPIC_MODEL."""
-    proxy, fake = fresh
+    proxy, _ = fresh
     with proxy.client() as client:
         assert messages(client, "claude-opus-4-8").status_code == 200
         retired = messages(client, "claude-3-5-haiku-20241022")

@@ -11,7 +11,7 @@ the list in release order (the API lists newest first).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def family(model_id: str) -> str:
 
 
 def today() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def served(day: date | None = None) -> tuple[Model, ...]:

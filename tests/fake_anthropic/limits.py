@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 PREFIX = "anthropic-ratelimit-unified-"
@@ -82,9 +82,9 @@ class AccountUsage:
 
 
 def _month_start_after(now: float) -> int:
-    moment = datetime.fromtimestamp(now, timezone.utc)
+    moment = datetime.fromtimestamp(now, UTC)
     year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return int(datetime(year, month, 1, tzinfo=timezone.utc).timestamp())
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
 
 
 def _window(name: str, status: str, reset: int, utilization: float) -> dict[str, str]:

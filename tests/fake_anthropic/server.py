@@ -30,7 +30,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from aiohttp import web
 
 from . import catalog, limits, replies
-from .oauth_state import ACCESS_TTL_SECONDS, REFRESH_TTL_SECONDS, AuthorizeError, OAuthState, Reply, api_error, delegated, s256
+from .oauth_state import (
+    ACCESS_TTL_SECONDS,
+    REFRESH_TTL_SECONDS,
+    AuthorizeError,
+    OAuthState,
+    Reply,
+    api_error,
+    delegated,
+    s256,
+)
 
 CLAUDE_CODE_SYSTEM = replies.CLAUDE_CODE_SYSTEM
 OAUTH_BETA = "oauth-2025-04-20"
@@ -329,7 +338,7 @@ class FakeAnthropic:
         if "application/json" in request.headers.get("Accept", ""):
             return web.json_response(payload)
         parts = urlsplit(request.query["redirect_uri"])
-        query = parse_qsl(parts.query, keep_blank_values=True) + [("code", code), ("state", state)]
+        query = [*parse_qsl(parts.query, keep_blank_values=True), ("code", code), ("state", state)]
         location = urlunsplit(parts._replace(query=urlencode(query)))
         return web.json_response(payload, status=302, headers={"Location": location})
 
