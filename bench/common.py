@@ -14,11 +14,17 @@ import httpx
 from tests.e2e.harness import MASTER_KEY, Proxy
 
 
-async def _drive(proxy: Proxy, concurrency: int, model: str, more: Callable[[], bool]) -> tuple[list[float], int]:
-    """``concurrency`` closed-loop clients sending chat requests while ``more()``: latencies, failures."""
+async def _drive(
+    proxy: Proxy, concurrency: int, model: str, more: Callable[[], bool], system: str | None = None
+) -> tuple[list[float], int]:
+    """``concurrency`` closed-loop clients sending chat requests while ``more()``: latencies, failures.
+
+    ``system``: a system message the client sends first.
+    """
     latencies: list[float] = []
     failures = 0
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20}
+    messages = [{"role": "system", "content": system}] if system else []
+    body = {"model": model, "messages": [*messages, {"role": "user", "content": "Hi"}], "max_tokens": 20}
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal failures
@@ -36,18 +42,22 @@ async def _drive(proxy: Proxy, concurrency: int, model: str, more: Callable[[], 
     return latencies, failures
 
 
-async def load(proxy: Proxy, requests: int, concurrency: int, model: str) -> tuple[float, list[float], int]:
+async def load(
+    proxy: Proxy, requests: int, concurrency: int, model: str, system: str | None = None
+) -> tuple[float, list[float], int]:
     """``requests`` requests: requests/s, their latencies, failures."""
     left = iter(range(requests))
     started = time.perf_counter()
-    latencies, failures = await _drive(proxy, concurrency, model, lambda: next(left, None) is not None)
+    latencies, failures = await _drive(proxy, concurrency, model, lambda: next(left, None) is not None, system)
     return requests / (time.perf_counter() - started), latencies, failures
 
 
-async def load_for(proxy: Proxy, seconds: float, concurrency: int, model: str) -> tuple[int, list[float], int]:
+async def load_for(
+    proxy: Proxy, seconds: float, concurrency: int, model: str, system: str | None = None
+) -> tuple[int, list[float], int]:
     """For ``seconds``: requests completed, their latencies, failures."""
     deadline = time.perf_counter() + seconds
-    latencies, failures = await _drive(proxy, concurrency, model, lambda: time.perf_counter() < deadline)
+    latencies, failures = await _drive(proxy, concurrency, model, lambda: time.perf_counter() < deadline, system)
     return len(latencies), latencies, failures
 
 
@@ -92,20 +102,24 @@ def abba(candidate: Proxy, baseline: Proxy, rounds: int, requests: int, concurre
 
 
 def paired(candidate: Proxy, baseline: Proxy, rounds: int, seconds: float, concurrency: int,
-           model: str = "claude-haiku-4.5") -> tuple[Results, list[float]]:
+           model: str = "claude-haiku-4.5", baseline_system: str | None = None) -> tuple[Results, list[float]]:
     """Load both at the same time for ``seconds`` each round; ratios of what each completed.
 
     On a shared machine whose speed drifts within seconds, sequential segments see
     different machines; simultaneous ones see the same. Both proxies are CPU-bound and
     the scheduler shares the cores fairly, so the throughput ratio is the inverse of
     the ratio of work per request, which is also recorded (``cpu``: seconds a request).
+    ``baseline_system``: a system message the baseline's clients send themselves.
     """
     proxies = {"candidate": candidate, "baseline": baseline}
     results: Results = {n: {"rps": [], "lat": [], "fail": [], "cpu": []} for n in proxies}
     ratios: list[float] = []
 
     async def both() -> list[tuple[int, list[float], int]]:
-        return await asyncio.gather(*(load_for(p, seconds, concurrency, model) for p in proxies.values()))
+        systems = {"candidate": None, "baseline": baseline_system}
+        return await asyncio.gather(
+            *(load_for(p, seconds, concurrency, model, systems[n]) for n, p in proxies.items())
+        )
 
     for _ in range(rounds):
         cpu_before = {n: cpu_seconds(p) for n, p in proxies.items()}

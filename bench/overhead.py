@@ -17,7 +17,7 @@ headers and the plugin's request path parses each response's (``Quotas.observe``
 bench checks after the warm-up that the windows were seen.
 
     .venv/bin/python -m bench.overhead [--rounds 20] [--seconds 5] [--concurrency 16]
-        [--abba [--requests 400]] [--baseline-callback] [--no-identity]
+        [--abba [--requests 400]] [--baseline-callback] [--no-identity | --baseline-identity]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import yaml
 
 from bench.common import Results, abba, cpu_seconds, load, paired, percentile, print_results, spread
 from litellm_claude_oauth.routing import is_marker
+from litellm_claude_oauth.settings import DEFAULT_SYSTEM_PROMPT as IDENTITY
 from tests.e2e.harness import (
     MASTER_KEY,
     ROOT,
@@ -89,7 +90,13 @@ def main() -> None:
     parser.add_argument(
         "--no-identity", action="store_true", help="plugin without the Claude Code system block (isolates its cost)"
     )
+    parser.add_argument(
+        "--baseline-identity", action="store_true",
+        help="the baseline's clients send the identity line themselves, so both send the same request upstream",
+    )
     args = parser.parse_args()
+    if args.abba and args.baseline_identity:
+        parser.error("--baseline-identity needs paired rounds (drop --abba)")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
@@ -122,8 +129,9 @@ def main() -> None:
             for key, name in (("candidate", "plugin"), ("baseline", "static")):  # one figure for the whole run
                 results[key]["cpu"] = [(cpu_seconds(proxies[name]) - cpu_before[name]) / (args.rounds * args.requests)]
         else:
+            system = IDENTITY if args.baseline_identity else None
             results, ratios = paired(proxies["plugin"], proxies["static"], args.rounds, args.seconds,
-                                     args.concurrency, MODEL)
+                                     args.concurrency, MODEL, baseline_system=system)
         reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
     finally:
         for name, proxy in proxies.items():
@@ -132,6 +140,8 @@ def main() -> None:
         fake.stop()
 
     baseline = "static key + no-op callback" if args.baseline_callback else "static key"
+    if args.baseline_identity:
+        baseline += " (its clients send the identity line)"
     print(f"plugin vs {baseline}{' (plugin without identity block)' if args.no_identity else ''}")
     rounds = (f"{args.rounds} ABBA rounds x {args.requests} requests" if args.abba
               else f"{args.rounds} paired rounds x {args.seconds:g} s, both proxies loaded at once")
