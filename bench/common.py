@@ -109,24 +109,27 @@ def paired(candidate: Proxy, baseline: Proxy, rounds: int, seconds: float, concu
     different machines; simultaneous ones see the same. Both proxies are CPU-bound and
     the scheduler shares the cores fairly, so the throughput ratio is the inverse of
     the ratio of work per request, which is also recorded (``cpu``: seconds a request).
-    ``baseline_system``: a system message the baseline's clients send themselves.
+    The load generator starts its clients in turn, which favours one side: the order
+    alternates every round. ``baseline_system``: a system message the baseline's clients
+    send themselves.
     """
     proxies = {"candidate": candidate, "baseline": baseline}
     results: Results = {n: {"rps": [], "lat": [], "fail": [], "cpu": []} for n in proxies}
     ratios: list[float] = []
 
-    async def both() -> list[tuple[int, list[float], int]]:
-        systems = {"candidate": None, "baseline": baseline_system}
-        return await asyncio.gather(
-            *(load_for(p, seconds, concurrency, model, systems[n]) for n, p in proxies.items())
-        )
+    systems = {"candidate": None, "baseline": baseline_system}
 
-    for _ in range(rounds):
+    async def both(order: list[str]) -> list[tuple[int, list[float], int]]:
+        return await asyncio.gather(*(load_for(proxies[n], seconds, concurrency, model, systems[n]) for n in order))
+
+    for number in range(rounds):
+        order = ["candidate", "baseline"] if number % 2 == 0 else ["baseline", "candidate"]
         cpu_before = {n: cpu_seconds(p) for n, p in proxies.items()}
         started = time.perf_counter()
-        outcomes = asyncio.run(both())
+        outcomes = asyncio.run(both(order))
         elapsed = time.perf_counter() - started
-        for (name, proxy), (done, latencies, failures) in zip(proxies.items(), outcomes, strict=True):
+        for name, (done, latencies, failures) in zip(order, outcomes, strict=True):
+            proxy = proxies[name]
             results[name]["rps"].append(done / elapsed)
             results[name]["lat"].extend(latencies)
             results[name]["fail"].append(failures)
