@@ -31,3 +31,18 @@ def test_the_baseline_serves_the_same_models_with_the_static_key_and_no_plugin()
 def test_the_callback_baseline_adds_only_the_given_callback() -> None:
     static = static_config("sk-ant-oat01-static", "http://127.0.0.1:9", ["bench.noop_callback.handler"])
     assert static["litellm_settings"]["callbacks"] == ["bench.noop_callback.handler"]
+
+
+def test_each_probe_does_its_one_step_of_the_hook_and_nothing_else() -> None:
+    from bench import probes
+    from litellm_claude_oauth.settings import DEFAULT_SYSTEM_PROMPT
+
+    def kwargs() -> dict:
+        return {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Hi"}]}
+
+    assert probes.hook.change(kwargs(), "acompletion") == kwargs()
+    with_identity = probes.identity.change(kwargs(), "acompletion")
+    assert with_identity["messages"] == [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, *kwargs()["messages"]]
+    assert probes.cooldown.change(kwargs(), "acompletion") == {**kwargs(), "cooldown_time": 0}
+    first, second = probes.client.change(kwargs(), "acompletion"), probes.client.change(kwargs(), "acompletion")
+    assert first["client"] is second["client"] and {k: v for k, v in first.items() if k != "client"} == kwargs()

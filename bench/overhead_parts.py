@@ -1,0 +1,96 @@
+"""Which part of the plugin costs what: several proxies loaded at once, CPU per request of each.
+
+Every variant serves ``config.oauth.yaml``; ``static`` is the plugin's baseline from
+bench.overhead (the static key in place of each marker, no plugin). The others:
+
+* ``plugin`` (as shipped), ``plugin-noid`` (``CLAUDE_CODE_SYSTEM_PROMPT=""``);
+* ``static2``: a second, identical static proxy: the spread between processes that
+  run the same code (up to ~4% here), below which no difference means anything;
+* ``static+id``: its clients send the identity line themselves;
+* ``static+hook``, ``static+client``, ``static+cooldown``, ``static+identity``: one step of
+  the plugin's hook each (bench/probes.py).
+
+All are loaded at the same time for a fixed number of requests per round; the order in
+which their clients start rotates every round. Prints, per variant, the median CPU time
+per request (from /proc) and its ratio to ``static`` (median over rounds, min, max).
+
+    .venv/bin/python -m bench.overhead_parts [--variants plugin,static,static2,static+hook]
+        [--rounds 8] [--requests 500] [--concurrency 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from bench.common import cpu_seconds, load, spread
+from bench.overhead import IDENTITY, MODEL, static_config
+from tests.e2e.harness import ROOT, FakeProcess, Proxy, login_and_export, proxy_env, start_proxy, stop_proxy
+
+PROBES = {"hook": "bench.probes.hook", "client": "bench.probes.client", "cooldown": "bench.probes.cooldown",
+          "identity": "bench.probes.identity"}  # fmt: skip
+VARIANTS = ("plugin", "plugin-noid", "static", "static2", "static+id", *(f"static+{p}" for p in PROBES))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="plugin,plugin-noid,static,static2")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=500, help="per variant and round")
+    parser.add_argument("--concurrency", type=int, default=6, help="in flight per variant")
+    args = parser.parse_args()
+    wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "static" not in wanted or any(v not in VARIANTS for v in wanted):
+        parser.error(f"--variants: 'static' and any of {', '.join(VARIANTS)}")
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-parts-"))
+    fake = FakeProcess(tmp)
+    proxies: dict[str, Proxy] = {}
+    try:
+        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR")
+        token = login_and_export(env, fake)
+        for name in wanted:
+            config, variant_env = ROOT / "config.oauth.yaml", dict(env)
+            if name.startswith("static"):
+                probe = PROBES.get(name.removeprefix("static+"))
+                config = tmp / f"{name}.yaml"
+                config.write_text(yaml.safe_dump(static_config(token, fake.url, [probe] if probe else [])))
+            if name == "plugin-noid":
+                variant_env["CLAUDE_CODE_SYSTEM_PROMPT"] = ""
+            proxies[name] = start_proxy(variant_env, tmp / f"{name}.log", config=config)
+        cpu: dict[str, list[float]] = {name: [] for name in proxies}
+        asyncio.run(_round(proxies, wanted, 50, args.concurrency))  # warm-up
+        for number in range(args.rounds):
+            order = wanted[number % len(wanted):] + wanted[: number % len(wanted)]
+            before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
+            asyncio.run(_round(proxies, order, args.requests, args.concurrency))
+            for name, proxy in proxies.items():
+                cpu[name].append((cpu_seconds(proxy) - before[name]) / args.requests * 1000)
+    finally:
+        for name, proxy in proxies.items():
+            stop_proxy(proxy, check_log=name.startswith("plugin"))
+        fake.stop()
+
+    print(f"{args.rounds} rounds x {args.requests} requests per variant, all loaded at once, "
+          f"concurrency {args.concurrency} each, model {MODEL}")
+    for name in wanted:
+        ratios = [a / b for a, b in zip(cpu[name], cpu["static"], strict=True)]
+        print(f"{name:<16} CPU per request {statistics.median(cpu[name]):6.2f} ms; "
+              f"ratio to static {spread(ratios, '{:.3f}')}")
+
+
+async def _round(proxies: dict[str, Proxy], order: list[str], requests: int, concurrency: int) -> None:
+    await asyncio.gather(*(
+        load(proxies[name], requests, concurrency, MODEL, IDENTITY if name == "static+id" else None) for name in order
+    ))
+
+
+if __name__ == "__main__":
+    main()
