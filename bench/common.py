@@ -6,7 +6,7 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -101,40 +101,49 @@ def abba(candidate: Proxy, baseline: Proxy, rounds: int, requests: int, concurre
     return results, ratios
 
 
-def paired(candidate: Proxy, baseline: Proxy, rounds: int, seconds: float, concurrency: int,
-           model: str = "claude-haiku-4.5", baseline_system: str | None = None) -> tuple[Results, list[float]]:
-    """Load both at the same time for ``seconds`` each round; ratios of what each completed.
+def simultaneous(proxies: Mapping[str, Proxy], rounds: int, seconds: float, concurrency: int, model: str,
+                 systems: Mapping[str, str | None] | None = None) -> Results:
+    """Load every proxy at the same time for ``seconds`` each round; per proxy and round: req/s and CPU a request.
 
     On a shared machine whose speed drifts within seconds, sequential segments see
-    different machines; simultaneous ones see the same. Both proxies are CPU-bound and
-    the scheduler shares the cores fairly, so the throughput ratio is the inverse of
-    the ratio of work per request, which is also recorded (``cpu``: seconds a request).
-    The load generator starts its clients in turn, which favours one side: the order
-    alternates every round. ``baseline_system``: a system message the baseline's clients
-    send themselves.
+    different machines; simultaneous ones see the same. The proxies are CPU-bound and
+    the scheduler shares the cores fairly, so throughput follows the work per request,
+    which is recorded too (``cpu``: seconds a request, from /proc). The load generator
+    starts its clients in turn, which favours the first: the order rotates every round.
+    ``systems``: a system message that a proxy's clients send themselves.
     """
-    proxies = {"candidate": candidate, "baseline": baseline}
-    results: Results = {n: {"rps": [], "lat": [], "fail": [], "cpu": []} for n in proxies}
-    ratios: list[float] = []
+    names = list(proxies)
+    results: Results = {n: {"rps": [], "lat": [], "fail": [], "cpu": []} for n in names}
 
-    systems = {"candidate": None, "baseline": baseline_system}
-
-    async def both(order: list[str]) -> list[tuple[int, list[float], int]]:
-        return await asyncio.gather(*(load_for(proxies[n], seconds, concurrency, model, systems[n]) for n in order))
+    async def together(order: list[str]) -> list[tuple[int, list[float], int]]:
+        return await asyncio.gather(
+            *(load_for(proxies[n], seconds, concurrency, model, (systems or {}).get(n)) for n in order)
+        )
 
     for number in range(rounds):
-        order = ["candidate", "baseline"] if number % 2 == 0 else ["baseline", "candidate"]
-        cpu_before = {n: cpu_seconds(p) for n, p in proxies.items()}
+        shift = number % len(names)
+        order = names[shift:] + names[:shift]
+        cpu_before = {n: cpu_seconds(proxies[n]) for n in names}
         started = time.perf_counter()
-        outcomes = asyncio.run(both(order))
+        outcomes = asyncio.run(together(order))
         elapsed = time.perf_counter() - started
         for name, (done, latencies, failures) in zip(order, outcomes, strict=True):
-            proxy = proxies[name]
             results[name]["rps"].append(done / elapsed)
             results[name]["lat"].extend(latencies)
             results[name]["fail"].append(failures)
-            results[name]["cpu"].append((cpu_seconds(proxy) - cpu_before[name]) / max(done, 1))
-        ratios.append(results["candidate"]["rps"][-1] / results["baseline"]["rps"][-1])
+            results[name]["cpu"].append((cpu_seconds(proxies[name]) - cpu_before[name]) / max(done, 1))
+    return results
+
+
+def paired(candidate: Proxy, baseline: Proxy, rounds: int, seconds: float, concurrency: int,
+           model: str = "claude-haiku-4.5", baseline_system: str | None = None) -> tuple[Results, list[float]]:
+    """:func:`simultaneous` rounds of two proxies, with the candidate/baseline throughput ratio of each round.
+
+    ``baseline_system``: a system message the baseline's clients send themselves.
+    """
+    results = simultaneous({"candidate": candidate, "baseline": baseline}, rounds, seconds, concurrency, model,
+                           {"baseline": baseline_system})
+    ratios = [c / b for c, b in zip(results["candidate"]["rps"], results["baseline"]["rps"], strict=True)]
     return results, ratios
 
 

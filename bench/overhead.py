@@ -13,8 +13,9 @@ from /proc), plus the token-store reads the plugin made during the load (target 
 while the token is valid).
 
 Quotas are on: the fake answers every request with ``anthropic-ratelimit-unified-*``
-headers and the plugin's request path parses each response's (``Quotas.observe``); the
-bench checks after the warm-up that the windows were seen.
+headers; the plugin's request path keeps each response's (``Quotas.note``) and parses the
+newest when the quota view is read. The bench checks after the warm-up that the windows
+were seen.
 
     .venv/bin/python -m bench.overhead [--rounds 20] [--seconds 5] [--concurrency 16]
         [--abba [--requests 400]] [--baseline-callback] [--no-identity | --baseline-identity]

@@ -10,18 +10,18 @@ bench.overhead (the static key in place of each marker, no plugin). The others:
 * ``static+hook``, ``static+client``, ``static+cooldown``, ``static+identity``: one step of
   the plugin's hook each (bench/probes.py).
 
-All are loaded at the same time for a fixed number of requests per round; the order in
-which their clients start rotates every round. Prints, per variant, the median CPU time
-per request (from /proc) and its ratio to ``static`` (median over rounds, min, max).
+All are loaded at the same time for ``--seconds`` each round (bench.common.simultaneous:
+the order in which their clients start rotates every round). Prints, per variant, the
+median CPU time per request (from /proc) and its ratio to ``static`` (median over
+rounds, min, max).
 
     .venv/bin/python -m bench.overhead_parts [--variants plugin,static,static2,static+hook]
-        [--rounds 8] [--requests 500] [--concurrency 6]
+        [--rounds 8] [--seconds 10] [--concurrency 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import tempfile
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import cpu_seconds, load, spread
+from bench.common import simultaneous, spread
 from bench.overhead import IDENTITY, MODEL, static_config
 from tests.e2e.harness import ROOT, FakeProcess, Proxy, login_and_export, proxy_env, start_proxy, stop_proxy
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="plugin,plugin-noid,static,static2")
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=500, help="per variant and round")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of a round")
     parser.add_argument("--concurrency", type=int, default=6, help="in flight per variant")
     args = parser.parse_args()
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -65,31 +65,21 @@ def main() -> None:
             if name == "plugin-noid":
                 variant_env["CLAUDE_CODE_SYSTEM_PROMPT"] = ""
             proxies[name] = start_proxy(variant_env, tmp / f"{name}.log", config=config)
-        cpu: dict[str, list[float]] = {name: [] for name in proxies}
-        asyncio.run(_round(proxies, wanted, 50, args.concurrency))  # warm-up
-        for number in range(args.rounds):
-            order = wanted[number % len(wanted):] + wanted[: number % len(wanted)]
-            before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
-            asyncio.run(_round(proxies, order, args.requests, args.concurrency))
-            for name, proxy in proxies.items():
-                cpu[name].append((cpu_seconds(proxy) - before[name]) / args.requests * 1000)
+        systems = {"static+id": IDENTITY}
+        simultaneous(proxies, 1, 3.0, args.concurrency, MODEL, systems)  # warm-up
+        results = simultaneous(proxies, args.rounds, args.seconds, args.concurrency, MODEL, systems)
     finally:
         for name, proxy in proxies.items():
             stop_proxy(proxy, check_log=name.startswith("plugin"))
         fake.stop()
 
-    print(f"{args.rounds} rounds x {args.requests} requests per variant, all loaded at once, "
+    print(f"{args.rounds} rounds x {args.seconds:g} s, all variants loaded at once, "
           f"concurrency {args.concurrency} each, model {MODEL}")
+    cpu = {name: [c * 1000 for c in results[name]["cpu"]] for name in wanted}
     for name in wanted:
         ratios = [a / b for a, b in zip(cpu[name], cpu["static"], strict=True)]
         print(f"{name:<16} CPU per request {statistics.median(cpu[name]):6.2f} ms; "
               f"ratio to static {spread(ratios, '{:.3f}')}")
-
-
-async def _round(proxies: dict[str, Proxy], order: list[str], requests: int, concurrency: int) -> None:
-    await asyncio.gather(*(
-        load(proxies[name], requests, concurrency, MODEL, IDENTITY if name == "static+id" else None) for name in order
-    ))
 
 
 if __name__ == "__main__":
