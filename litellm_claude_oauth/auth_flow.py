@@ -28,7 +28,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -69,12 +68,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def origin(url: str | httpx.URL) -> str:
-    if isinstance(url, httpx.URL):  # every request: httpx has parsed it already
-        scheme, host, port = url.scheme, url.host, url.port
-    else:
-        parts = urlsplit(url)
-        scheme, host, port = parts.scheme, parts.hostname or "", parts.port
-    return f"{scheme}://{host.lower()}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
+    """``scheme://host:port``, by httpx's parser for request URLs and configured bases alike, so the two compare."""
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)  # a request's URL is parsed already
+    return f"{parsed.scheme}://{parsed.host}:{parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)}"
 
 
 class UntrustedUpstream(ClaudeOAuthError):

@@ -111,6 +111,14 @@ async def test_a_401_refresh_cannot_fix_is_not_retried(manager: TokenManager, to
     assert len(seen) == 1 and token_endpoint.refreshes == 0
 
 
+@pytest.mark.parametrize(
+    "base", ["https://API.anthropic.com/v1", "http://127.0.0.1:8080/", "https://[::1]/", "https://bücher.example/x"]
+)
+def test_a_configured_base_and_a_request_to_it_have_the_same_origin(base: str) -> None:
+    """Configured bases are strings, request URLs are parsed: one parser for both, or a trusted base is refused."""
+    assert origin(base) == origin(httpx.Request("POST", httpx.URL(base).join("/v1/messages")).url)
+
+
 async def test_no_token_goes_to_an_untrusted_origin(manager: TokenManager, token_endpoint: FakeTokenEndpoint) -> None:
     """Audit H3: a client-chosen api_base never receives the operator's token."""
     await logged_in(manager, token_endpoint)
