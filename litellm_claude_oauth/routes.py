@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, 
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.routing import BaseRoute
 
 from . import litellm_api
 from .errors import ClaudeOAuthError, RetryLater
@@ -269,7 +270,7 @@ async def logout(m: Manager, account: Account, body: AccountRequest | None = Non
 
 
 def mount(app: FastAPI) -> None:
-    """Add the routes ahead of LiteLLM's own, once per app."""
+    """Add the routes once per app: after LiteLLM's, unless one of those would answer our paths."""
     if getattr(app.state, "claude_oauth_mounted", False):
         return
     before = len(app.router.routes)
@@ -277,12 +278,23 @@ def mount(app: FastAPI) -> None:
     from .ui import router as ui_router
 
     app.include_router(ui_router)
-    # LiteLLM registers catch-all routes (pass-through, UI); ours must match first.
     ours = app.router.routes[before:]
     del app.router.routes[before:]
-    app.router.routes[0:0] = ours
+    # Starlette tries routes in order on every request: at the front, ours would be tried
+    # (and fail) before each chat call. They go just ahead of the first route that would
+    # take one of our paths (a catch-all mount), else last.
+    at = next((i for i, route in enumerate(app.router.routes) if _takes_our_paths(route)), len(app.router.routes))
+    app.router.routes[at:at] = ours
     app.state.claude_oauth_mounted = True
     log.info("Claude OAuth: mounted %s/* (admin only)", PREFIX)
+
+
+def _takes_our_paths(route: BaseRoute) -> bool:
+    # The path pattern only: route.matches() would make FastAPI compile every route it
+    # passes (100k+ objects, which each full garbage collection then walks). Entries
+    # without one are FastAPI's included routers: LiteLLM's, each under its own prefix.
+    regex = getattr(route, "path_regex", None)
+    return regex is not None and any(regex.match(path) for path in (f"{PREFIX}/status", f"{PREFIX}/ui/login.js"))
 
 
 __all__ = ["PREFIX", "mount", "router"]

@@ -172,3 +172,69 @@ async def test_the_key_is_checked_before_the_body_is_parsed(api: Env) -> None:
     parsed = await api.client.post("/auth/claude/oauth/exchange", content=b"{not json",
                                    headers=ADMIN | {"Content-Type": "application/json"})
     assert parsed.status_code == 422
+
+
+async def test_routes_go_after_the_apps_own_but_ahead_of_a_catch_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.responses import PlainTextResponse
+    from litellm.proxy import proxy_server
+    from starlette.routing import Mount
+    from starlette.types import Receive, Scope, Send
+
+    async def catch_all(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("caught", status_code=299)(scope, receive, send)
+
+    monkeypatch.setattr(proxy_server, "master_key", MASTER)
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat() -> dict[str, str]:
+        return {"ok": "chat"}
+
+    app.router.routes.append(Mount("/", app=catch_all))
+    routes.mount(app)
+
+    def position(path: str, method: str) -> int:
+        scope = {"type": "http", "path": path, "root_path": "", "method": method, "headers": [], "query_string": b""}
+        return next(i for i, r in enumerate(app.router.routes) if r.matches(scope)[0].name == "FULL")
+
+    # Chat requests no longer try (and fail) our routes first; ours still beat the catch-all.
+    assert position("/v1/chat/completions", "POST") < position("/auth/claude/oauth/status", "GET")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
+        assert (await client.get("/auth/claude/oauth/status")).status_code == 401
+        assert (await client.get("/auth/claude/oauth/ui")).status_code == 200
+        assert (await client.post("/v1/chat/completions")).json() == {"ok": "chat"}
+        assert (await client.get("/elsewhere")).status_code == 299
+
+
+def test_on_litellms_app_chat_is_matched_before_our_routes() -> None:
+    from litellm.proxy.proxy_server import app
+
+    routes.mount(app)
+    scope = {"type": "http", "root_path": "", "headers": [], "query_string": b""}
+
+    def position(path: str, method: str) -> int:
+        return next(i for i, r in enumerate(app.router.routes)
+                    if r.matches({**scope, "path": path, "method": method})[0].name == "FULL")
+
+    # /v1/messages is not here to compare: newer LiteLLM adds it on its first request, after every route it had.
+    assert position("/v1/chat/completions", "POST") < position("/auth/claude/oauth/status", "GET")
+
+
+def test_mounting_does_not_make_fastapi_compile_litellms_routes() -> None:
+    """Probing each route with matches() compiled all of LiteLLM's (~130k objects in every full GC's walk).
+
+    In a fresh interpreter: once any test has matched a request on LiteLLM's app, its routes are compiled.
+    """
+    import subprocess
+    import sys
+
+    script = (
+        "import gc\n"
+        "from litellm.proxy.proxy_server import app\n"
+        "from litellm_claude_oauth import routes\n"
+        "gc.collect(); before = len(gc.get_objects())\n"
+        "routes.mount(app)\n"
+        "gc.collect(); print(len(gc.get_objects()) - before)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert int(done.stdout.split()[-1]) < 10_000
