@@ -20,7 +20,7 @@ Below the floor, and why (each found in the released source, then run):
   the client sent them (e2e: "thinking changed on the way", on 1.94.0).
 * 1.97.x and older answer ``GET /v1/models`` in OpenAI shape only, also to Anthropic
   clients; and their router reads a deployment's ``cooldown_time`` only from the
-  call's kwargs (:func:`exempt_from_router_cooldown` sets both places).
+  call's kwargs (:func:`exempt_from_router_cooldown` sets it on the deployment instead).
 * 1.93.x and older resolve a config's ``callbacks: [litellm_claude_oauth.hook.handler]``
   only as a file beside the config: with a config elsewhere the proxy exits at
   startup ("Could not import handler").
@@ -179,20 +179,28 @@ def exempt_from_router_cooldown(kwargs: dict[str, Any], deployment: Any | None) 
 
     The plugin handles auth and quota errors itself (refresh, rest one account, hand a
     client's own 401 back); a router cooldown would instead turn every later request into
-    "No deployments available". Where the router reads a ``cooldown_time`` of 0 differs:
-    1.98+ reads the router's deployment (``model_info``, then ``litellm_params``), 1.94-1.97
-    only the failed call's own ``litellm_params``, i.e. this call's kwargs. Both are set.
+    "No deployments available". On a failure the router (1.98+) reads ``cooldown_time``
+    from the call's copy of the deployment's ``model_info``, taken before this hook runs:
+    set on the deployment, every later copy has it; set on this call's copy, the first
+    call is covered too. Not as a call kwarg (what 1.97 and older read): one more key
+    there costs every request, as LiteLLM copies and filters the kwargs many times.
     """
-    kwargs["cooldown_time"] = 0
     if isinstance(deployment, dict):
         deployment.setdefault("model_info", {}).setdefault("cooldown_time", 0)
+    model_info = kwargs.get("model_info")
+    if isinstance(model_info, dict):
+        model_info.setdefault("cooldown_time", 0)
 
 
 # -- the proxy: app, router, master key, key auth, CLI --------------------------------
 
 
+_PROXY_SERVER = "litellm.proxy.proxy_server"
+
+
 def _proxy_server() -> Any:
-    return import_module("litellm.proxy.proxy_server")
+    # Read on every request: sys.modules first, import_module's locking only the first time.
+    return sys.modules.get(_PROXY_SERVER) or import_module(_PROXY_SERVER)
 
 
 def proxy_app() -> FastAPI:
