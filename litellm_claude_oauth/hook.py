@@ -49,13 +49,18 @@ log = logging.getLogger(__name__)
 _CLIENT_CREDENTIAL_PREFIX = "sk-ant-"
 
 
-def client_credential(raw_headers: Mapping[str, Any] | None) -> tuple[str, str] | None:
+def request_headers(raw_headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The client's request headers, names lower-cased once for every lookup of the request."""
+    return {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
+
+
+def client_credential(headers: Mapping[str, str]) -> tuple[str, str] | None:
     """The caller's own Anthropic credential, if it sent one beside its LiteLLM key.
 
-    ``Authorization: Bearer sk-ant-…`` counts only when the LiteLLM key came in
-    ``x-litellm-api-key`` (otherwise Authorization *is* the LiteLLM key).
+    ``headers``: from :func:`request_headers`. ``Authorization: Bearer sk-ant-…`` counts
+    only when the LiteLLM key came in ``x-litellm-api-key`` (otherwise Authorization *is*
+    the LiteLLM key).
     """
-    headers = {str(k).lower(): str(v) for k, v in (raw_headers or {}).items()}
     api_key = headers.get("x-api-key", "").strip()
     if api_key.startswith(_CLIENT_CREDENTIAL_PREFIX):
         return "x-api-key", api_key
@@ -86,7 +91,7 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         self._trusted: frozenset[str] | None = None
         self._trusted_for: int | None = None
         self._refused = RefusalMemo()
-        self._warned_plaintext = False
+        self._checked_store = False  # once: is the token store encrypted?
 
     @property
     def manager(self) -> TokenManager:
@@ -203,15 +208,19 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
     ) -> dict[str, Any]:
         manager = self.manager
         settings = manager.settings
-        litellm_metadata = kwargs.get("litellm_metadata") or kwargs.get("metadata") or {}
-        route = route_for(api_key, caller_identity(litellm_metadata), settings.account_map)
+        # Who the caller is matters only to an account map: most proxies have none.
+        identity = None
+        if settings.account_map:
+            identity = caller_identity(kwargs.get("litellm_metadata") or kwargs.get("metadata") or {})
+        route = route_for(api_key, identity, settings.account_map)
         assert route is not None  # api_key is a marker
         manager.listen_for_changes(on_change=self._account_changed)
         manager.alerts.start_monitor(manager, manager.quotas)  # once per loop: checks every few minutes
-        if not self._warned_plaintext and not manager.store.encrypted:
-            self._warned_plaintext = True
-            log.warning("Claude OAuth: tokens are stored unencrypted in %s; set CLAUDE_TOKEN_ENCRYPTION_KEY "
-                        "(openssl rand -hex 32)", manager.store.location)
+        if not self._checked_store:
+            self._checked_store = True
+            if not manager.store.encrypted:
+                log.warning("Claude OAuth: tokens are stored unencrypted in %s; set CLAUDE_TOKEN_ENCRYPTION_KEY "
+                            "(openssl rand -hex 32)", manager.store.location)
 
         # Always the configured upstream, never one from the request body (audit H3).
         kwargs["api_base"] = (configured or {}).get("api_base") or settings.api_base
@@ -222,15 +231,15 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         call_id = kwargs.get("litellm_call_id")
         if (refused := self._refused.get(call_id)) is not None:
             raise litellm_api.refusal_error(*refused, model)  # LiteLLM retrying a refusal: not upstream again
-        raw_headers = (kwargs.get("secret_fields") or {}).get("raw_headers")
-        credential = client_credential(raw_headers)
+        headers = request_headers((kwargs.get("secret_fields") or {}).get("raw_headers"))
+        credential = client_credential(headers)
         if credential is not None and settings.passthrough != "off":
             current_attempt.set(Attempt(account=None, family=family, client_credential=credential, call_id=call_id))
             return kwargs  # the client brings its own system blocks: nothing is added
         _drop_forwarded_credentials(kwargs)
         if settings.passthrough == "required":
             raise OwnLoginRequired()
-        session = session_key(raw_headers, kwargs.get("metadata"))
+        session = session_key(headers, kwargs.get("metadata"))
         account = await self._choose(route, family, session)
         current_attempt.set(Attempt(account=account, family=family, session=session, call_id=call_id))
         if settings.system_prompt:
@@ -249,15 +258,15 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         return account
 
 
-def session_key(raw_headers: Mapping[str, Any] | None, metadata: object) -> str | None:
+def session_key(headers: Mapping[str, str], metadata: object) -> str | None:
     """What identifies a conversation: Claude Code's session header, else Anthropic's metadata.user_id.
 
-    Only used to keep a conversation's prompt cache warm on one account, never to choose
-    whose account a caller may use (that is the account map's job).
+    ``headers``: from :func:`request_headers`. Only used to keep a conversation's prompt
+    cache warm on one account, never to choose whose account a caller may use (that is
+    the account map's job).
     """
-    for name, value in (raw_headers or {}).items():
-        if str(name).lower() == "x-claude-code-session-id" and value:
-            return f"s:{value}"
+    if session := headers.get("x-claude-code-session-id"):
+        return f"s:{session}"
     user_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
     return f"u:{user_id}" if isinstance(user_id, str) and user_id else None
 

@@ -222,12 +222,12 @@ class TokenManager:
         return (await self.get_tokens(account)).access
 
     async def get_tokens(self, account: str | None = None) -> TokenSet:
-        account = self.account_id(account)
-        tokens = self._cache.get(account)
+        # The request path, twice a request: a name found in the cache was validated when it got there.
+        tokens = self._cache.get(account or self.settings.default_account)
         if tokens is not None and not tokens.needs_refresh(self.settings.refresh_margin_seconds, self._clock()):
             self.stats.cache_hits += 1
             return tokens
-        return await self._single_flight(account, force=False, stale_access=None)
+        return await self._single_flight(self.account_id(account), force=False, stale_access=None)
 
     async def force_refresh(self, account: str | None = None, *, stale_access: str | None = None) -> TokenSet:
         """Refresh now. With ``stale_access``, only if that token is still the current one.

@@ -21,6 +21,7 @@ directory.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -83,7 +84,13 @@ def refresh_finished(result: str, seconds: float) -> None:
 
 def upstream_status(account: str, status: int) -> None:
     """An upstream response for ``account`` (every status: 401 and 429 are the ones to watch)."""
-    UPSTREAM.labels(account, str(status)).inc()
+    _upstream(account, status).inc()
+
+
+@functools.cache
+def _upstream(account: str, status: int) -> Counter:
+    # Every response counts here; labels() validates and locks each time for the same few children.
+    return UPSTREAM.labels(account, str(status))
 
 
 def passthrough_request() -> None:

@@ -22,6 +22,7 @@ Parsing never raises: a junk value is dropped, the rest of the headers still cou
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -139,6 +140,7 @@ def claim_family(claim: str | None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # every request asks; a proxy serves a handful of model ids
 def model_family(model_id: str) -> str:
     """The family of a model id: ``claude-opus-4-8`` → ``opus``, ``claude-3-5-haiku-20241022`` → ``haiku``.
 

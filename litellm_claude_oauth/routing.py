@@ -29,9 +29,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict
 
 from .errors import ClaudeOAuthError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .manager import TokenManager
@@ -48,8 +47,9 @@ _BROKEN_MEMBER_SECONDS = 30.0
 _MAX_SESSIONS = 10_000
 
 
-class Route(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Whose tokens a deployment uses; the hook keeps one HTTP client per route (hashed on every request)."""
 
     account: str | None = None  # None: the default account
     pool: bool = False

@@ -355,3 +355,31 @@ async def test_the_hook_registers_its_change_listener_once_however_many_requests
         kwargs = {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth", "messages": []}
         assert await handler.async_pre_call_deployment_hook(kwargs, "acompletion") is not None
     assert len(manager._listeners) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "forwarded"),
+    [
+        ({"Authorization": "Bearer sk-ant-oat01-MINE", "X-LiteLLM-Api-Key": "sk-litellm"},
+         ("authorization", "Bearer sk-ant-oat01-MINE")),
+        ({"x-api-key": "sk-ant-api03-MINE", "authorization": "Bearer sk-litellm"}, ("x-api-key", "sk-ant-api03-MINE")),
+        ({"Authorization": "Bearer sk-ant-oat01-MINE"}, None),  # no x-litellm-api-key: Authorization is the LiteLLM key
+        ({"authorization": "Bearer sk-litellm"}, None),
+    ],
+)
+async def test_the_hook_forwards_a_callers_own_credential_whatever_the_header_case(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, headers: dict[str, str], forwarded: tuple[str, str] | None
+) -> None:
+    from litellm_claude_oauth.hook import ClaudeOAuthHandler
+
+    await logged_in(manager, token_endpoint)
+    kwargs = {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth", "messages": [],
+              "secret_fields": {"raw_headers": headers}, "metadata": {}}
+    token = current_attempt.set(None)
+    try:
+        await ClaudeOAuthHandler(manager).async_pre_call_deployment_hook(kwargs, "acompletion")
+        attempt = current_attempt.get()
+    finally:
+        current_attempt.reset(token)
+    assert attempt is not None and attempt.client_credential == forwarded
+    assert (attempt.account is None) == (forwarded is not None)  # a stored account only without the caller's own

@@ -170,11 +170,11 @@ async def test_sessions_can_be_turned_off(three, monkeypatch: pytest.MonkeyPatch
 
 
 def test_session_key_prefers_claude_codes_session_header() -> None:
-    from litellm_claude_oauth.hook import session_key
+    from litellm_claude_oauth.hook import request_headers, session_key
 
-    assert session_key({"X-Claude-Code-Session-Id": "abc"}, {"user_id": "u"}) == "s:abc"
-    assert session_key({}, {"user_id": "u"}) == "u:u"
-    assert session_key(None, None) is None
+    assert session_key(request_headers({"X-Claude-Code-Session-Id": "abc"}), {"user_id": "u"}) == "s:abc"
+    assert session_key(request_headers({}), {"user_id": "u"}) == "u:u"
+    assert session_key(request_headers(None), None) is None
 
 
 async def test_least_used_prefers_the_lowest_five_hour_use_and_skips_accounts_near_the_limit(three) -> None:
