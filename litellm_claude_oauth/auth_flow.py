@@ -38,6 +38,7 @@ from .manager import TokenManager
 from .ratelimit import cooldown_for_429
 from .refusals import classify
 from .routing import AllAccountsCoolingDown, Pool
+from .tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Attempt:
     client_credential: tuple[str, str] | None = None  # (header, value) the client brought, to forward as is
     session: str | None = None  # conversation key, so a pool keeps it on one account
     call_id: str | None = None  # LiteLLM's id of the client request, the same on its retries
+    tokens: TokenSet | None = field(default=None, repr=False)  # ``account``'s, fetched by the hook moments ago
 
 
 current_attempt: ContextVar[Attempt | None] = ContextVar("claude_oauth_attempt", default=None)
@@ -199,12 +201,13 @@ class ClaudeOAuthFlow(httpx.Auth):
             yield request
             return
 
-        account = attempt.account
-        if self.pool is not None and account is None:
+        if attempt.account is not None and attempt.tokens is not None:
+            account, tokens = attempt.account, attempt.tokens
+        elif self.pool is not None and attempt.account is None:
             account, tokens = await self.pool.next_tokens(family=attempt.family, session=attempt.session)
         else:
+            account = self.manager.account_id(attempt.account)
             tokens = await self.manager.get_tokens(account)
-        account = self.manager.account_id(account)
         _use(request, tokens.access)
 
         state = _Retries(account=account)

@@ -41,6 +41,7 @@ from .identity import add_identity
 from .manager import TokenManager, get_manager
 from .ratelimit import model_family
 from .routing import AllAccountsCoolingDown, Pool, Route, caller_identity, is_marker, route_for
+from .tokens import TokenSet
 from .upstream_headers import install as install_header_forwarding
 from .upstream_headers import remember as remember_headers
 
@@ -240,22 +241,22 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         if settings.passthrough == "required":
             raise OwnLoginRequired()
         session = session_key(headers, kwargs.get("metadata"))
-        account = await self._choose(route, family, session)
-        current_attempt.set(Attempt(account=account, family=family, session=session, call_id=call_id))
+        account, tokens = await self._choose(route, family, session)
+        current_attempt.set(Attempt(account=account, family=family, session=session, call_id=call_id, tokens=tokens))
         if settings.system_prompt:
             add_identity(kwargs, settings.system_prompt, call_type)
         return kwargs
 
-    async def _choose(self, route: Route, family: str | None, session: str | None) -> str:
+    async def _choose(self, route: Route, family: str | None, session: str | None) -> tuple[str, TokenSet]:
+        """The account and its fresh tokens; fails here, with the hint, when it is not logged in or resting."""
         manager = self.manager
         if route.pool:
-            account, _tokens = await self.pool.next_tokens(family=family, session=session)
-            return account
+            return await self.pool.next_tokens(family=family, session=session)
         account = manager.account_id(route.account)
-        await manager.get_tokens(account)  # fails early, with the hint, when not logged in
+        tokens = await manager.get_tokens(account)
         if (cooldown := manager.health.cooldown(account, family)) is not None:
             raise AllAccountsCoolingDown(cooldown, pool=False)
-        return account
+        return account, tokens
 
 
 def session_key(headers: Mapping[str, str], metadata: object) -> str | None:
@@ -280,6 +281,8 @@ def _drop_forwarded_credentials(kwargs: dict[str, Any]) -> None:
 
 
 def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):  # what LiteLLM's router holds; the ABC check costs more on every request
+        return obj.get(name)
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 

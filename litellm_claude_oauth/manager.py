@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 from .errors import (
     InvalidGrantError,
     NotLoggedInError,
@@ -58,8 +56,12 @@ __all__ = ["AccountStatus", "LoginStart", "ManagerStats", "TokenManager", "get_m
 _UNSAVED_RETRY = (1.0, 60.0)
 
 
-class ManagerStats(BaseModel):
-    """Counters for benchmarks and operators: the hot path should only ever bump ``cache_hits``."""
+@dataclass(slots=True)
+class ManagerStats:
+    """Counters for benchmarks and operators: the hot path should only ever bump ``cache_hits``.
+
+    A plain dataclass: bumped on every request, where a pydantic model's ``__setattr__`` costs more.
+    """
 
     cache_hits: int = 0
     store_reads: int = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -249,7 +250,7 @@ async def metrics(
         from .metrics import CONTENT_TYPE, render, snapshot
 
         return Response(render(await snapshot(m, q)), media_type=CONTENT_TYPE)
-    return JSONResponse(m.stats.model_dump())
+    return JSONResponse(asdict(m.stats))
 
 
 router.add_api_route(

@@ -383,3 +383,23 @@ async def test_the_hook_forwards_a_callers_own_credential_whatever_the_header_ca
         current_attempt.reset(token)
     assert attempt is not None and attempt.client_credential == forwarded
     assert (attempt.account is None) == (forwarded is not None)  # a stored account only without the caller's own
+
+
+async def test_the_flow_sends_the_tokens_the_hook_chose_without_looking_them_up_again(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await logged_in(manager, token_endpoint)
+    chosen = await manager.get_tokens("default")
+
+    async def no_second_lookup(account: str | None = None) -> None:
+        raise AssertionError("the hook already fetched this attempt's tokens")
+
+    monkeypatch.setattr(manager, "get_tokens", no_second_lookup)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    token = current_attempt.set(Attempt(account="default", tokens=chosen))
+    try:
+        assert (await send(flow_for(manager), transport)).status_code == 200
+    finally:
+        current_attempt.reset(token)
+    assert bearer(seen[0]) == chosen.access
+    assert "sk-ant" not in repr(Attempt(account="default", tokens=chosen))
