@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -65,6 +66,19 @@ def cpu_seconds(proxy: Proxy) -> float:
     """User + system CPU time of the proxy process so far (Linux /proc)."""
     fields = Path(f"/proc/{proxy.processes[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def freezable() -> dict[str, str]:
+    """Environment for a proxy that :func:`freeze` can reach (bench/freeze/sitecustomize.py)."""
+    here = str(Path(__file__).parent / "freeze")
+    return {"PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+
+
+def freeze(proxies: Iterable[Proxy]) -> None:
+    """After the warm-up: keep start-up's heap out of every later full collection, in each proxy alike."""
+    for proxy in proxies:
+        os.kill(proxy.processes[0].pid, signal.SIGUSR2)
+    time.sleep(1.0)  # a full collection of ~750k objects, then the freeze
 
 
 def percentile(values: Sequence[float], q: float) -> float:

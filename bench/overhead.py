@@ -6,7 +6,10 @@ same model list and settings, so the comparison prices the plugin, not a smaller
 Both proxies run side by side against one fake Anthropic process. Each round loads both
 at the same time for ``--seconds`` (``--abba``: one after the other, A B B A), so that
 the machine's drift hits both alike: on a shared 2-core VM, sequential segments of a
-few seconds differ by ±10% with nothing changed. Prints requests/s, p50 and p99 per
+few seconds differ by ±10% with nothing changed. The rounds are spread over ``--pairs``
+fresh process pairs, started in alternating order: two proxies running the same code
+differ by up to ~4% in CPU per request for as long as they live (memory layout, start
+order), so one pair would build its draw into every round. Prints requests/s, p50 and p99 per
 variant, the plugin/baseline throughput ratio (median of the rounds with its spread,
 target >= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (read
 from /proc), plus the token-store reads the plugin made during the load (target 0
@@ -17,7 +20,7 @@ headers; the plugin's request path keeps each response's (``Quotas.note``) and p
 newest when the quota view is read. The bench checks after the warm-up that the windows
 were seen.
 
-    .venv/bin/python -m bench.overhead [--rounds 20] [--seconds 5] [--concurrency 16]
+    .venv/bin/python -m bench.overhead [--pairs 4] [--rounds 6] [--seconds 5] [--concurrency 16]
         [--abba [--requests 400]] [--baseline-callback] [--no-identity | --baseline-identity]
 """
 
@@ -34,7 +37,18 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import Results, abba, cpu_seconds, load, paired, percentile, print_results, spread
+from bench.common import (
+    Results,
+    abba,
+    cpu_seconds,
+    freezable,
+    freeze,
+    load,
+    paired,
+    percentile,
+    print_results,
+    spread,
+)
 from litellm_claude_oauth.routing import is_marker
 from litellm_claude_oauth.settings import DEFAULT_SYSTEM_PROMPT as IDENTITY
 from tests.e2e.harness import (
@@ -76,9 +90,35 @@ def latency_ratio(results: Results, q: float) -> float:
     return percentile(results["candidate"]["lat"], q) / percentile(results["baseline"]["lat"], q)
 
 
+def _pair(env: dict[str, str], tmp: Path, baseline_config: Path, number: int) -> dict[str, Proxy]:
+    """A fresh plugin/static pair; odd pairs start the static proxy first.
+
+    Two processes running the same code differ by a few percent in CPU per request
+    (memory layout, which starts first), and that lasts as long as they do: fresh pairs,
+    in both start orders, average it out instead of building it into every round.
+    """
+    proxies: dict[str, Proxy] = {}
+    order = ("plugin", "static") if number % 2 == 0 else ("static", "plugin")
+    try:
+        for name in order:
+            config = {"config": baseline_config} if name == "static" else {}
+            proxies[name] = start_proxy(env, tmp / f"{name}-{number}.log", **config)
+    except BaseException:
+        _stop(proxies)
+        raise
+    return {"plugin": proxies["plugin"], "static": proxies["static"]}
+
+
+def _stop(proxies: dict[str, Proxy]) -> None:
+    for name, proxy in proxies.items():
+        # The baseline's config holds the raw token by design; only our proxy's log must be clean.
+        stop_proxy(proxy, check_log=name == "plugin")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--pairs", type=int, default=4, help="fresh process pairs, start order alternating")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per pair")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a paired round")
     parser.add_argument("--concurrency", type=int, default=16, help="in flight per proxy")
     parser.add_argument("--abba", action="store_true", help="sequential A B B A rounds instead of paired ones")
@@ -95,6 +135,8 @@ def main() -> None:
         "--baseline-identity", action="store_true",
         help="the baseline's clients send the identity line themselves, so both send the same request upstream",
     )
+    parser.add_argument("--no-freeze", dest="freeze", action="store_false",
+                        help="leave start-up's heap to the collector (full collections then add noise)")
     args = parser.parse_args()
     if args.abba and args.baseline_identity:
         parser.error("--baseline-identity needs paired rounds (drop --abba)")
@@ -102,42 +144,52 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fake = FakeProcess(tmp)
-    proxies: dict[str, Proxy] = {}
+    results: Results = {k: {"rps": [], "lat": [], "fail": [], "cpu": []} for k in ("candidate", "baseline")}
+    ratios: list[float] = []
+    reads = {"store_reads": 0, "refreshes": 0, "cache_hits": 0}
+    quotas = ""
     try:
         identity = {"CLAUDE_CODE_SYSTEM_PROMPT": ""} if args.no_identity else {}
-        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **identity)
+        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **identity, **freezable())
         token = login_and_export(env, fake)
         baseline_config = tmp / "static.yaml"
         callbacks = ["bench.noop_callback.handler"] if args.baseline_callback else []
         baseline_config.write_text(yaml.safe_dump(static_config(token, fake.url, callbacks)))
-        proxies["plugin"] = start_proxy(env, tmp / "plugin.log")
-        proxies["static"] = start_proxy(env, tmp / "static.log", config=baseline_config)
-
-        for proxy in proxies.values():  # warm up connection pools and caches
-            asyncio.run(load(proxy, 50, args.concurrency, MODEL))
-        windows = quota_windows(proxies["plugin"])
-        if not windows:
-            raise SystemExit("quotas: no window seen after the warm-up; does the fake send unified headers?")
-        quotas = "observed on every response; seen: " + ", ".join(
-            f"{w['name']} {w['utilization']:.0%}" for w in windows if w["utilization"] is not None
-        )
-        reads_before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
-
-        if args.abba:
-            cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
-            results, ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests, args.concurrency,
-                                   MODEL)
-            for key, name in (("candidate", "plugin"), ("baseline", "static")):  # one figure for the whole run
-                results[key]["cpu"] = [(cpu_seconds(proxies[name]) - cpu_before[name]) / (args.rounds * args.requests)]
-        else:
-            system = IDENTITY if args.baseline_identity else None
-            results, ratios = paired(proxies["plugin"], proxies["static"], args.rounds, args.seconds,
-                                     args.concurrency, MODEL, baseline_system=system)
-        reads_after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
+        for number in range(args.pairs):
+            proxies = _pair(env, tmp, baseline_config, number)
+            try:
+                for proxy in proxies.values():  # warm up connection pools and caches
+                    asyncio.run(load(proxy, 50, args.concurrency, MODEL))
+                if args.freeze:
+                    freeze(proxies.values())
+                windows = quota_windows(proxies["plugin"])
+                if not windows:
+                    raise SystemExit("quotas: no window seen after the warm-up; does the fake send unified headers?")
+                quotas = "observed on every response; seen: " + ", ".join(
+                    f"{w['name']} {w['utilization']:.0%}" for w in windows if w["utilization"] is not None
+                )
+                before = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
+                if args.abba:
+                    cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
+                    pair, pair_ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests,
+                                             args.concurrency, MODEL)
+                    for key, name in (("candidate", "plugin"), ("baseline", "static")):  # one figure per pair
+                        spent = cpu_seconds(proxies[name]) - cpu_before[name]
+                        pair[key]["cpu"] = [spent / (args.rounds * args.requests)]
+                else:
+                    system = IDENTITY if args.baseline_identity else None
+                    pair, pair_ratios = paired(proxies["plugin"], proxies["static"], args.rounds, args.seconds,
+                                               args.concurrency, MODEL, baseline_system=system)
+                after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
+            finally:
+                _stop(proxies)
+            for key in reads:
+                reads[key] += after[key] - before[key]
+            for key in results:
+                for field, values in pair[key].items():
+                    results[key][field].extend(values)
+            ratios.extend(pair_ratios)
     finally:
-        for name, proxy in proxies.items():
-            # The baseline's config holds the raw token by design; only our proxy's log must be clean.
-            stop_proxy(proxy, check_log=name == "plugin")
         fake.stop()
 
     baseline = "static key + no-op callback" if args.baseline_callback else "static key"
@@ -146,7 +198,8 @@ def main() -> None:
     print(f"plugin vs {baseline}{' (plugin without identity block)' if args.no_identity else ''}")
     rounds = (f"{args.rounds} ABBA rounds x {args.requests} requests" if args.abba
               else f"{args.rounds} paired rounds x {args.seconds:g} s, both proxies loaded at once")
-    print(f"{rounds}, concurrency {args.concurrency} per proxy, model {MODEL}")
+    print(f"{args.pairs} fresh process pairs (start order alternating) x {rounds}, "
+          f"concurrency {args.concurrency} per proxy, model {MODEL}")
     print(f"quotas: {quotas}")
     print_results(results, ratios, "plugin/static")
     print(
@@ -158,12 +211,14 @@ def main() -> None:
     cpu_ratios = [a / b for a, b in zip(cpu["plugin"], cpu["static"], strict=True)]
     print(f"proxy CPU per request: plugin {spread(cpu['plugin'])} ms, static {spread(cpu['static'])} ms, "
           f"ratio plugin/static {spread(cpu_ratios, '{:.3f}')}")
+    per_pair = len(ratios) // max(args.pairs, 1)
+    pair_medians = [statistics.median(ratios[i:i + per_pair]) for i in range(0, len(ratios), per_pair)]
+    print(f"throughput ratio per pair (median of its rounds): {', '.join(f'{m:.3f}' for m in pair_medians)}")
     print(
-        f"token-store reads during load: {reads_after['store_reads'] - reads_before['store_reads']} (target 0); "
-        f"refreshes: {reads_after['refreshes'] - reads_before['refreshes']}; "
-        f"cache hits: {reads_after['cache_hits'] - reads_before['cache_hits']}"
+        f"token-store reads during load: {reads['store_reads']} (target 0); "
+        f"refreshes: {reads['refreshes']}; cache hits: {reads['cache_hits']}"
     )
-    failed = {name: int(sum(results[key]["fail"])) for key, name in (("candidate", "plugin"), ("baseline", "static"))}
+    failed = {name: int(sum(results[key]["fail"])) for key, name in variants}
     if any(failed.values()):
         raise SystemExit(f"failed requests {failed}: the comparison is void")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.common import simultaneous, spread
+from bench.common import freezable, freeze, simultaneous, spread
 from bench.overhead import IDENTITY, MODEL, static_config
 from tests.e2e.harness import ROOT, FakeProcess, Proxy, login_and_export, proxy_env, start_proxy, stop_proxy
 
@@ -54,7 +54,7 @@ def main() -> None:
     fake = FakeProcess(tmp)
     proxies: dict[str, Proxy] = {}
     try:
-        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR")
+        env = proxy_env(fake, tmp, LITELLM_LOG="ERROR", **freezable())
         token = login_and_export(env, fake)
         for name in wanted:
             config, variant_env = ROOT / "config.oauth.yaml", dict(env)
@@ -67,6 +67,7 @@ def main() -> None:
             proxies[name] = start_proxy(variant_env, tmp / f"{name}.log", config=config)
         systems = {"static+id": IDENTITY}
         simultaneous(proxies, 1, 3.0, args.concurrency, MODEL, systems)  # warm-up
+        freeze(proxies.values())  # start-up's heap out of full collections, in every variant alike
         results = simultaneous(proxies, args.rounds, args.seconds, args.concurrency, MODEL, systems)
     finally:
         for name, proxy in proxies.items():

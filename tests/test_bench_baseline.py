@@ -46,3 +46,24 @@ def test_each_probe_does_its_one_step_of_the_hook_and_nothing_else() -> None:
     assert probes.cooldown.change(kwargs(), "acompletion") == kwargs()  # no model_info here: nothing to exempt
     first, second = probes.client.change(kwargs(), "acompletion"), probes.client.change(kwargs(), "acompletion")
     assert first["client"] is second["client"] and {k: v for k, v in first.items() if k != "client"} == kwargs()
+
+
+def test_a_bench_proxy_freezes_its_heap_on_the_signal_and_only_then() -> None:
+    """bench.common.freeze() reaches proxies through bench/freeze/sitecustomize.py on their PYTHONPATH."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.common import freezable
+
+    script = (
+        "import gc, os, signal, sys\n"
+        "keep = [[i] for i in range(1000)]\n"
+        "before = gc.get_freeze_count()\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "print(before, gc.get_freeze_count())\n"
+    )
+    env = {**os.environ, **freezable()}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
+    before, after = map(int, done.stdout.split())
+    assert before == 0 and after > 1000
