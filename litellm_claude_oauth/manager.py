@@ -224,7 +224,7 @@ class TokenManager:
         return (await self.get_tokens(account)).access
 
     async def get_tokens(self, account: str | None = None) -> TokenSet:
-        # The request path, twice a request: a name found in the cache was validated when it got there.
+        # Once a request (the hook): a name found in the cache was validated when it got there.
         tokens = self._cache.get(account or self.settings.default_account)
         if tokens is not None and not tokens.needs_refresh(self.settings.refresh_margin_seconds, self._clock()):
             self.stats.cache_hits += 1
