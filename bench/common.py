@@ -98,15 +98,20 @@ Results = dict[str, dict[str, list[float]]]
 
 
 def abba(candidate: Proxy, baseline: Proxy, rounds: int, requests: int, concurrency: int,
-         model: str = "claude-haiku-4.5") -> tuple[Results, list[float]]:
-    """Alternate candidate/baseline as A B B A each round, so drift in machine load hits both alike."""
+         model: str = "claude-haiku-4.5", baseline_system: str | None = None) -> tuple[Results, list[float]]:
+    """Alternate candidate/baseline as A B B A each round, so drift in machine load hits both alike.
+
+    ``baseline_system``: a system message the baseline's clients send themselves.
+    """
     proxies = {"candidate": candidate, "baseline": baseline}
+    systems = {"candidate": None, "baseline": baseline_system}
     results: Results = {n: {"rps": [], "lat": [], "fail": []} for n in proxies}
     ratios: list[float] = []
     for _ in range(rounds):
         round_rps: dict[str, list[float]] = {n: [] for n in proxies}
         for name in ("candidate", "baseline", "baseline", "candidate"):
-            rps, latencies, failures = asyncio.run(load(proxies[name], requests // 2, concurrency, model))
+            run = load(proxies[name], requests // 2, concurrency, model, systems[name])
+            rps, latencies, failures = asyncio.run(run)
             round_rps[name].append(rps)
             results[name]["rps"].append(rps)
             results[name]["lat"].extend(latencies)

@@ -15,13 +15,25 @@ target >= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (
 from /proc), plus the token-store reads the plugin made during the load (target 0
 while the token is valid).
 
+Both send the same request upstream. The model is Sonnet, what Claude Code uses most,
+and for it the API (and the fake) refuses a subscription token's request without the
+Claude Code identity line: a static-key setup that works has its clients send that line,
+so the baseline's clients do, and the plugin adds it in its hook. What is compared is then
+the plugin's own work (token, identity insertion, quotas, metrics), not the API's
+requirement. ``--model claude-haiku-4.5 --no-baseline-identity`` gives the harsher
+comparison with a request the plugin never sends (Haiku without the line: the plugin
+always adds it, so its requests are larger). Each pair's two proxies run with the same
+``PYTHONHASHSEED`` (a different one per pair), so string hashing, one more source of the
+process-to-process spread, does not differ inside a pair.
+
 Quotas are on: the fake answers every request with ``anthropic-ratelimit-unified-*``
 headers; the plugin's request path keeps each response's (``Quotas.note``) and parses the
 newest when the quota view is read. The bench checks after the warm-up that the windows
 were seen.
 
-    .venv/bin/python -m bench.overhead [--pairs 4] [--rounds 6] [--seconds 5] [--concurrency 16]
-        [--abba [--requests 400]] [--baseline-callback] [--no-identity | --baseline-identity]
+    .venv/bin/python -m bench.overhead [--pairs 8] [--rounds 4] [--seconds 5] [--concurrency 16]
+        [--model claude-sonnet-4.6] [--abba [--requests 400]] [--baseline-callback]
+        [--no-identity] [--no-baseline-identity]
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from bench.common import (
     print_results,
     spread,
 )
+from litellm_claude_oauth.ratelimit import model_family
 from litellm_claude_oauth.routing import is_marker
 from litellm_claude_oauth.settings import DEFAULT_SYSTEM_PROMPT as IDENTITY
 from tests.e2e.harness import (
@@ -62,7 +75,7 @@ from tests.e2e.harness import (
     stop_proxy,
 )
 
-MODEL = "claude-haiku-4.5"
+MODEL = "claude-sonnet-4.6"
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
@@ -94,11 +107,13 @@ def _pair(env: dict[str, str], tmp: Path, baseline_config: Path, number: int) ->
     """A fresh plugin/static pair; odd pairs start the static proxy first.
 
     Two processes running the same code differ by a few percent in CPU per request
-    (memory layout, which starts first), and that lasts as long as they do: fresh pairs,
-    in both start orders, average it out instead of building it into every round.
+    (memory layout, string hashing, which starts first), and that lasts as long as they
+    do: fresh pairs, in both start orders, average it out instead of building it into
+    every round. Inside a pair both hash strings alike (one seed per pair).
     """
     proxies: dict[str, Proxy] = {}
     order = ("plugin", "static") if number % 2 == 0 else ("static", "plugin")
+    env = {**env, "PYTHONHASHSEED": str(1 + number)}
     try:
         for name in order:
             config = {"config": baseline_config} if name == "static" else {}
@@ -115,10 +130,10 @@ def _stop(proxies: dict[str, Proxy]) -> None:
         stop_proxy(proxy, check_log=name == "plugin")
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=4, help="fresh process pairs, start order alternating")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds per pair")
+    parser.add_argument("--pairs", type=int, default=8, help="fresh process pairs, start order alternating")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per pair")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a paired round")
     parser.add_argument("--concurrency", type=int, default=16, help="in flight per proxy")
     parser.add_argument("--abba", action="store_true", help="sequential A B B A rounds instead of paired ones")
@@ -128,18 +143,27 @@ def main() -> None:
         action="store_true",
         help="give the baseline a no-op CustomLogger too (isolates LiteLLM's per-callback logging cost)",
     )
+    parser.add_argument("--model", default=MODEL, help="model name from config.oauth.yaml")
     parser.add_argument(
-        "--no-identity", action="store_true", help="plugin without the Claude Code system block (isolates its cost)"
+        "--no-identity", action="store_true", help="plugin without the Claude Code system block (Haiku only)"
     )
     parser.add_argument(
-        "--baseline-identity", action="store_true",
-        help="the baseline's clients send the identity line themselves, so both send the same request upstream",
+        "--baseline-identity", action=argparse.BooleanOptionalAction, default=True,
+        help="the baseline's clients send the identity line themselves, as a working static-key setup must for "
+             "Sonnet and Opus, so both send the same request upstream (--no-baseline-identity: Haiku only)",
     )
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="leave start-up's heap to the collector (full collections then add noise)")
-    args = parser.parse_args()
-    if args.abba and args.baseline_identity:
-        parser.error("--baseline-identity needs paired rounds (drop --abba)")
+    return parser
+
+
+def main() -> None:
+    cli = arguments()
+    args = cli.parse_args()
+    if model_family(args.model) != "haiku" and (args.no_identity or not args.baseline_identity):
+        # The identity gate: every request without the line would be refused, and the comparison void.
+        cli.error(f"{args.model}: the API refuses it without the identity line; "
+                  "--no-identity and --no-baseline-identity need a Haiku model")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
@@ -155,11 +179,12 @@ def main() -> None:
         baseline_config = tmp / "static.yaml"
         callbacks = ["bench.noop_callback.handler"] if args.baseline_callback else []
         baseline_config.write_text(yaml.safe_dump(static_config(token, fake.url, callbacks)))
+        system_of = {"plugin": None, "static": IDENTITY if args.baseline_identity else None}
         for number in range(args.pairs):
             proxies = _pair(env, tmp, baseline_config, number)
             try:
-                for proxy in proxies.values():  # warm up connection pools and caches
-                    asyncio.run(load(proxy, 50, args.concurrency, MODEL))
+                for name, proxy in proxies.items():  # warm up connection pools and caches
+                    asyncio.run(load(proxy, 50, args.concurrency, args.model, system_of[name]))
                 if args.freeze:
                     freeze(proxies.values())
                 windows = quota_windows(proxies["plugin"])
@@ -172,14 +197,13 @@ def main() -> None:
                 if args.abba:
                     cpu_before = {name: cpu_seconds(proxy) for name, proxy in proxies.items()}
                     pair, pair_ratios = abba(proxies["plugin"], proxies["static"], args.rounds, args.requests,
-                                             args.concurrency, MODEL)
+                                             args.concurrency, args.model, baseline_system=system_of["static"])
                     for key, name in (("candidate", "plugin"), ("baseline", "static")):  # one figure per pair
                         spent = cpu_seconds(proxies[name]) - cpu_before[name]
                         pair[key]["cpu"] = [spent / (args.rounds * args.requests)]
                 else:
-                    system = IDENTITY if args.baseline_identity else None
                     pair, pair_ratios = paired(proxies["plugin"], proxies["static"], args.rounds, args.seconds,
-                                               args.concurrency, MODEL, baseline_system=system)
+                                               args.concurrency, args.model, baseline_system=system_of["static"])
                 after = httpx.get(f"{proxies['plugin'].url}/auth/claude/oauth/metrics", headers=ADMIN).json()
             finally:
                 _stop(proxies)
@@ -199,7 +223,7 @@ def main() -> None:
     rounds = (f"{args.rounds} ABBA rounds x {args.requests} requests" if args.abba
               else f"{args.rounds} paired rounds x {args.seconds:g} s, both proxies loaded at once")
     print(f"{args.pairs} fresh process pairs (start order alternating) x {rounds}, "
-          f"concurrency {args.concurrency} per proxy, model {MODEL}")
+          f"concurrency {args.concurrency} per proxy, model {args.model}")
     print(f"quotas: {quotas}")
     print_results(results, ratios, "plugin/static")
     print(

@@ -30,9 +30,11 @@ from pathlib import Path
 import yaml
 
 from bench.common import freezable, freeze, simultaneous, spread
-from bench.overhead import IDENTITY, MODEL, static_config
+from bench.overhead import IDENTITY, static_config
 from tests.e2e.harness import ROOT, FakeProcess, Proxy, login_and_export, proxy_env, start_proxy, stop_proxy
 
+# Haiku: the API serves it without the identity line, so every variant (with or without it) works.
+MODEL = "claude-haiku-4.5"
 PROBES = {"hook": "bench.probes.hook", "client": "bench.probes.client", "cooldown": "bench.probes.cooldown",
           "identity": "bench.probes.identity"}  # fmt: skip
 VARIANTS = ("plugin", "plugin-noid", "static", "static2", "static+id", *(f"static+{p}" for p in PROBES))

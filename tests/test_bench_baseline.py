@@ -67,3 +67,28 @@ def test_a_bench_proxy_freezes_its_heap_on_the_signal_and_only_then() -> None:
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, check=True)
     before, after = map(int, done.stdout.split())
     assert before == 0 and after > 1000
+
+
+def test_by_default_both_proxies_send_the_same_request_upstream() -> None:
+    """Sonnet needs the identity line from any subscription token: the baseline's clients send it, the plugin adds it."""
+    from bench.overhead import IDENTITY, MODEL, arguments
+    from litellm_claude_oauth.identity import add_identity
+    from litellm_claude_oauth.ratelimit import model_family
+
+    args = arguments().parse_args([])
+    assert args.model == MODEL and model_family(MODEL) == "sonnet" and args.baseline_identity
+    user = [{"role": "user", "content": "Hi"}]
+    plugin = {"messages": list(user)}
+    add_identity(plugin, IDENTITY, "acompletion")
+    # bench.common._drive sends the baseline's system message first, as the hook puts the identity first.
+    assert plugin["messages"] == [{"role": "system", "content": IDENTITY}, *user]
+
+
+def test_the_bench_refuses_a_comparison_the_api_would_refuse() -> None:
+    import subprocess
+    import sys
+
+    for flag in ("--no-baseline-identity", "--no-identity"):
+        run = subprocess.run([sys.executable, "-m", "bench.overhead", flag], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2 and "need a Haiku model" in run.stderr, run.stderr
