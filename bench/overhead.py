@@ -33,7 +33,7 @@ were seen.
 
     .venv/bin/python -m bench.overhead [--pairs 8] [--rounds 4] [--seconds 5] [--concurrency 16]
         [--model claude-sonnet-4.6] [--abba [--requests 400]] [--baseline-callback]
-        [--no-identity] [--no-baseline-identity]
+        [--no-identity --no-baseline-identity | --no-baseline-identity]
 """
 
 from __future__ import annotations
@@ -164,6 +164,9 @@ def main() -> None:
         # The identity gate: every request without the line would be refused, and the comparison void.
         cli.error(f"{args.model}: the API refuses it without the identity line; "
                   "--no-identity and --no-baseline-identity need a Haiku model")
+    if args.no_identity and args.baseline_identity:
+        # Otherwise only the baseline's requests would carry the line: not the cost of the line, but its opposite.
+        cli.error("--no-identity prices the identity line: add --no-baseline-identity, so neither side sends it")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))

@@ -92,3 +92,12 @@ def test_the_bench_refuses_a_comparison_the_api_would_refuse() -> None:
         run = subprocess.run([sys.executable, "-m", "bench.overhead", flag], cwd=ROOT, capture_output=True, text=True,
                              timeout=120)
         assert run.returncode == 2 and "need a Haiku model" in run.stderr, run.stderr
+
+
+def test_without_the_plugins_identity_line_the_baseline_must_drop_it_too() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "bench.overhead", "--model", "claude-haiku-4.5", "--no-identity"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "add --no-baseline-identity" in run.stderr, run.stderr
