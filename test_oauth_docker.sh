@@ -114,8 +114,13 @@ json() {
             status) jq -r --arg acct "$1" "$JQ_STATUS" ;;
             model_ids) jq -r '.data[]?.id' ;;
             content) jq -r '.choices[0].message.content // empty' ;;
-            obj) jq -nc '$ARGS.positional as $a
-                    | reduce range(0; $a | length; 2) as $i ({}; .[$a[$i]] = $a[$i + 1])' --args "$@" ;;
+            obj)
+                # Each value through --arg, which takes it verbatim: jq 1.6 reads a positional
+                # argument that starts with "-" as an option, and OAuth codes may ("--EeJY…").
+                local named=() i=0
+                while (($# >= 2)); do named+=(--arg "k$i" "$1" --arg "v$i" "$2"); shift 2; i=$((i + 1)); done
+                jq -nc "${named[@]}" '$ARGS.named as $n
+                    | reduce range(0; ($n | length) / 2) as $i ({}; .[$n["k\($i)"]] = $n["v\($i)"])' ;;
         esac
     else
         python3 -c "$JSON_PY" "$op" "$@"
@@ -528,4 +533,5 @@ main() {
     finish
 }
 
-main "$@"
+# Sourced (the tests call its helpers), it only defines them.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

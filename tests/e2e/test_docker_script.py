@@ -5,9 +5,11 @@ Its Docker mode runs in CI (.ci/docker.sh), where a Docker engine can be started
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,30 @@ def test_script_usage_errors_exit_2(args: list[str]) -> None:
     result = run_script(*args, env=dict(os.environ))
     assert result.returncode == 2, result.stdout + result.stderr
 
+
+
+@pytest.mark.parametrize("jq", [True, False], ids=["jq", "python3"])
+def test_the_code_exchange_body_keeps_values_that_start_with_a_dash(jq: bool, tmp_path: Path) -> None:
+    """OAuth codes and states are base64url: about one login in 30 has one starting with "-".
+
+    jq 1.6 read such a positional argument as an option ("Unknown option --EeJY…"), so the
+    script's login failed at random (seen in CI).
+    """
+    env = dict(os.environ)
+    if not jq:  # a PATH that has everything the script needs but jq
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for name in ("mktemp", "dirname", "rm"):
+            (bin_dir / name).symlink_to(shutil.which(name) or name)
+        (bin_dir / "python3").symlink_to(os.path.realpath(sys.executable))  # the interpreter, not a shim
+        env["PATH"] = str(bin_dir)
+    values = ["code", "--EeJYHbM0anpjLTM2RTiZiDsjae", "state", "-x", "url", "https://a.test/?b=c&d=e"]
+    script = 'source ./test_oauth_docker.sh; command -v jq >/dev/null && echo "jq on PATH" >&2; json obj "$@"'
+    result = subprocess.run(["/bin/bash", "-c", script, "bash", *values], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == dict(zip(values[::2], values[1::2], strict=True))
+    assert ("jq on PATH" in result.stderr) == jq
 
 
 def lock(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
