@@ -22,10 +22,11 @@ and it is only ever sent to a trusted origin (audit H3).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Collection
+from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -73,6 +74,12 @@ def origin(url: str | httpx.URL) -> str:
     """``scheme://host:port``, by httpx's parser for request URLs and configured bases alike, so the two compare."""
     parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)  # a request's URL is parsed already
     return f"{parsed.scheme}://{parsed.host}:{parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0)}"
+
+
+@functools.lru_cache(maxsize=256)
+def base_origin(base: str) -> str:
+    """:func:`origin` of a configured base: the same few strings on every request, parsed once each."""
+    return origin(base)
 
 
 class UntrustedUpstream(ClaudeOAuthError):
@@ -164,14 +171,14 @@ class ClaudeOAuthFlow(httpx.Auth):
         manager: TokenManager,
         account: str | None,
         pool: Pool | None,
-        trusted_origins: Callable[[], Collection[str]],
+        trusts: Callable[[str], bool],
         refused: RefusalMemo | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.manager = manager
         self.account = account
         self.pool = pool
-        self._trusted = trusted_origins
+        self._trusts = trusts
         self._refused = refused or RefusalMemo()
         self._clock = clock
 
@@ -182,12 +189,13 @@ class ClaudeOAuthFlow(httpx.Auth):
         current_agent = request.headers.get("user-agent", "")
         if not current_agent.startswith(agent):
             request.headers["user-agent"] = f"{agent} {current_agent}".strip()
-        if origin(request.url) not in self._trusted():
+        target = origin(request.url)
+        if not self._trusts(target):
             # A client-chosen api_base must never receive a Claude token.
             request.headers.pop("authorization", None)
             request.headers.pop("x-api-key", None)
             raise UntrustedUpstream(
-                f"refusing to send Claude OAuth credentials to {origin(request.url)}: "
+                f"refusing to send Claude OAuth credentials to {target}: "
                 "not CLAUDE_API_BASE or an api_base of the proxy's own config"
             )
         if attempt.client_credential is not None:

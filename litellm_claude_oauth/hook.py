@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from . import litellm_api
-from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, RefusalMemo, current_attempt, origin
+from .auth_flow import PLACEHOLDER, Attempt, ClaudeOAuthFlow, RefusalMemo, base_origin, current_attempt
 from .errors import ClaudeOAuthError, ConfigError, NotLoggedInError, ReloginRequiredError, RetryLater
 from .identity import add_identity
 from .manager import TokenManager, get_manager
@@ -89,8 +89,6 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         self._manager = manager
         self._pool: Pool | None = None
         self._clients: dict[Route, litellm_api.AuthedAsyncHTTPHandler] = {}
-        self._trusted: frozenset[str] | None = None
-        self._trusted_for: int | None = None
         self._refused = RefusalMemo()
         self._checked_store = False  # once: is the token store encrypted?
 
@@ -112,7 +110,7 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         client = self._clients.get(route)
         if client is None:
             flow = ClaudeOAuthFlow(
-                self.manager, route.account, self.pool if route.pool else None, self.trusted_origins, self._refused
+                self.manager, route.account, self.pool if route.pool else None, self.trusts, self._refused
             )
             client = litellm_api.AuthedAsyncHTTPHandler(flow, timeout=httpx.Timeout(600.0, connect=10.0))
             self._clients[route] = client
@@ -120,20 +118,18 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
 
     # -- the proxy's own config ------------------------------------------------------
 
-    def trusted_origins(self) -> frozenset[str]:
-        """Where a Claude token may go: CLAUDE_API_BASE and the api_base of our deployments in the config."""
-        router = litellm_api.proxy_router()
-        model_list = getattr(router, "model_list", None) or []
-        key = id(model_list) ^ len(model_list)
-        if self._trusted is None or key != self._trusted_for:
-            bases = {self.manager.settings.api_base}
-            for deployment in model_list:
-                params = _get(deployment, "litellm_params") or {}
-                if is_marker(_get(params, "api_key")) and _get(params, "api_base"):
-                    bases.add(str(_get(params, "api_base")))
-            self._trusted = frozenset(origin(b) for b in bases)
-            self._trusted_for = key
-        return self._trusted
+    def trusts(self, target: str) -> bool:
+        """May a Claude token go to the origin ``target``: CLAUDE_API_BASE's, or an api_base of our deployments."""
+        if target == base_origin(self.manager.settings.api_base):
+            return True
+        # The config is read on every request that goes elsewhere, not cached: the admin API
+        # edits deployments in place (an update keeps the list, its identity and its length).
+        for deployment in getattr(litellm_api.proxy_router(), "model_list", None) or ():
+            params = _get(deployment, "litellm_params") or {}
+            base = _get(params, "api_base")
+            if base and is_marker(_get(params, "api_key")) and base_origin(str(base)) == target:
+                return True
+        return False
 
     @staticmethod
     def _configured(kwargs: dict[str, Any]) -> Mapping[str, Any] | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -52,7 +54,7 @@ async def send(flow: ClaudeOAuthFlow, transport: httpx.MockTransport, url: str =
 
 
 def flow_for(manager: TokenManager, account: str | None = None, pool: Pool | None = None) -> ClaudeOAuthFlow:
-    return ClaudeOAuthFlow(manager, account, pool, lambda: frozenset({origin(API)}))
+    return ClaudeOAuthFlow(manager, account, pool, origin(API).__eq__)
 
 
 def bearer(request: httpx.Request) -> str:
@@ -289,7 +291,7 @@ async def test_a_non_retryable_refusal_is_remembered_for_litellms_retry(
 
     await logged_in(manager, token_endpoint)
     memo = RefusalMemo()
-    flow = ClaudeOAuthFlow(manager, None, None, lambda: frozenset({origin(API)}), memo)
+    flow = ClaudeOAuthFlow(manager, None, None, origin(API).__eq__, memo)
     gate = {"type": "error", "error": {"type": "rate_limit_error", "message": "Error"}}
     transport, _ = upstream(lambda r, n: httpx.Response(429, json=gate))
     token = current_attempt.set(Attempt(account=None, call_id="call-1"))
@@ -355,6 +357,32 @@ async def test_the_hook_registers_its_change_listener_once_however_many_requests
         kwargs = {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth", "messages": []}
         assert await handler.async_pre_call_deployment_hook(kwargs, "acompletion") is not None
     assert len(manager._listeners) == 1
+
+
+def test_tokens_go_to_the_config_as_it_is_now_even_when_edited_in_place(
+    manager: TokenManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trusted bases followed ``id(model_list) ^ len(model_list)``: LiteLLM's upsert of an edited
+    deployment keeps the list and its length, so the new api_base was refused and the old one still
+    trusted until a restart."""
+    from litellm_claude_oauth import litellm_api
+    from litellm_claude_oauth.hook import ClaudeOAuthHandler
+
+    handler = ClaudeOAuthHandler(manager)
+    assert handler.trusts(origin(manager.settings.api_base))  # SDK use: no router, CLAUDE_API_BASE only
+    assert not handler.trusts(origin("http://127.0.0.1:4001"))
+
+    def deployment(base: str, key: str = "claude-oauth") -> dict[str, Any]:
+        return {"model_name": "m", "litellm_params": {"model": "anthropic/x", "api_key": key, "api_base": base}}
+
+    router = SimpleNamespace(model_list=[deployment("http://127.0.0.1:4001/"), deployment("http://other:80", "sk-x")])
+    monkeypatch.setattr(litellm_api, "proxy_router", lambda: router)
+    assert handler.trusts(origin("http://127.0.0.1:4001"))
+    assert not handler.trusts(origin("http://other"))  # a deployment with its own key is not ours to trust
+    router.model_list[0] = deployment("http://127.0.0.1:4002")  # /model/update: same list, same length
+    assert handler.trusts(origin("http://127.0.0.1:4002"))
+    assert not handler.trusts(origin("http://127.0.0.1:4001"))
+    assert handler.trusts(origin(manager.settings.api_base))
 
 
 @pytest.mark.parametrize(
