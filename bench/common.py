@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -66,6 +67,27 @@ def cpu_seconds(proxy: Proxy) -> float:
     """User + system CPU time of the proxy process so far (Linux /proc)."""
     fields = Path(f"/proc/{proxy.processes[0].pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep process ``pid`` on ``cpus``: every thread it has (threads it starts later inherit the mask)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpus)
+
+
+def placement(cpus: Sequence[int], number: int) -> tuple[set[int], set[int]] | None:
+    """Of ``cpus``, for pair ``number``: the CPU both proxies share and the rest for the load and the fake.
+
+    Sharing one CPU, the two proxies split its time evenly (the scheduler's fairness), so
+    their throughput ratio is the inverse of their work per request; neither gains by
+    landing on the core the load generator left idle, or by sitting beside a busier
+    sibling. The proxies' CPU changes from pair to pair. None with a single CPU.
+    """
+    if len(cpus) < 2:
+        return None
+    shared = cpus[number % len(cpus)]
+    return {shared}, set(cpus) - {shared}
 
 
 def freezable() -> dict[str, str]:

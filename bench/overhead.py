@@ -6,13 +6,19 @@ same model list and settings, so the comparison prices the plugin, not a smaller
 Both proxies run side by side against one fake Anthropic process. Each round loads both
 at the same time for ``--seconds`` (``--abba``: one after the other, A B B A), so that
 the machine's drift hits both alike: on a shared 2-core VM, sequential segments of a
-few seconds differ by ±10% with nothing changed. The rounds are spread over ``--pairs``
+few seconds differ by ±10% with nothing changed. Both proxies share one CPU, and the load
+generator and the fake get the other(s); the proxies' CPU changes every pair (``--no-pin``:
+wherever the scheduler puts them). On one CPU the proxies split its time evenly, so neither
+gains from landing beside an idle core or loses beside the load generator: on a 2-vCPU VM
+this cut the round-to-round spread of the ratio from a stdev of 0.094 to 0.03 (one 8 x 4
+run each, 2026-11-26). The rounds are spread over ``--pairs``
 fresh process pairs, started in alternating order: two proxies running the same code
 differ by up to ~4% in CPU per request for as long as they live (memory layout, start
 order), so one pair would build its draw into every round. Prints requests/s, p50 and p99 per
 variant, the plugin/baseline throughput ratio (median of the rounds with its spread,
 target >= 0.98), the p50/p99 latency ratios, each proxy's CPU time per request (read
-from /proc), plus the token-store reads the plugin made during the load (target 0
+from /proc) and its inverse ratio, the capacity ratio (the throughput each would reach on
+a CPU of its own; also target >= 0.98), plus the token-store reads the plugin made during the load (target 0
 while the token is valid).
 
 Both send the same request upstream. The model is Sonnet, what Claude Code uses most,
@@ -33,7 +39,7 @@ were seen.
 
     .venv/bin/python -m bench.overhead [--pairs 8] [--rounds 4] [--seconds 5] [--concurrency 16]
         [--model claude-sonnet-4.6] [--abba [--requests 400]] [--baseline-callback]
-        [--no-identity --no-baseline-identity | --no-baseline-identity]
+        [--no-identity --no-baseline-identity | --no-baseline-identity] [--no-pin]
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ from bench.common import (
     load,
     paired,
     percentile,
+    pin,
+    placement,
     print_results,
     spread,
 )
@@ -152,6 +160,11 @@ def arguments() -> argparse.ArgumentParser:
         help="the baseline's clients send the identity line themselves, as a working static-key setup must for "
              "Sonnet and Opus, so both send the same request upstream (--no-baseline-identity: Haiku only)",
     )
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True,
+        help="both proxies share one CPU, the load generator and the fake get the others; the proxies' CPU "
+             "changes every pair (--no-pin: wherever the scheduler puts them)",
+    )
     parser.add_argument("--no-freeze", dest="freeze", action="store_false",
                         help="leave start-up's heap to the collector (full collections then add noise)")
     return parser
@@ -172,6 +185,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     fake = FakeProcess(tmp)
     results: Results = {k: {"rps": [], "lat": [], "fail": [], "cpu": []} for k in ("candidate", "baseline")}
+    cpus = sorted(os.sched_getaffinity(0))  # before this process is pinned too
     ratios: list[float] = []
     reads = {"store_reads": 0, "refreshes": 0, "cache_hits": 0}
     quotas = ""
@@ -186,6 +200,13 @@ def main() -> None:
         for number in range(args.pairs):
             proxies = _pair(env, tmp, baseline_config, number)
             try:
+                where = placement(cpus, number) if args.pin else None
+                if where is not None:
+                    shared, rest = where
+                    for proxy in proxies.values():
+                        pin(proxy.processes[0].pid, shared)
+                    pin(fake.proc.pid, rest)
+                    pin(os.getpid(), rest)
                 for name, proxy in proxies.items():  # warm up connection pools and caches
                     asyncio.run(load(proxy, 50, args.concurrency, args.model, system_of[name]))
                 if args.freeze:
@@ -227,6 +248,8 @@ def main() -> None:
               else f"{args.rounds} paired rounds x {args.seconds:g} s, both proxies loaded at once")
     print(f"{args.pairs} fresh process pairs (start order alternating) x {rounds}, "
           f"concurrency {args.concurrency} per proxy, model {args.model}")
+    print("placement: " + ("both proxies on one CPU, load and fake on the other(s), CPUs swapped every pair"
+                           if args.pin and len(cpus) > 1 else "wherever the scheduler puts them"))
     print(f"quotas: {quotas}")
     print_results(results, ratios, "plugin/static")
     print(
@@ -238,9 +261,13 @@ def main() -> None:
     cpu_ratios = [a / b for a, b in zip(cpu["plugin"], cpu["static"], strict=True)]
     print(f"proxy CPU per request: plugin {spread(cpu['plugin'])} ms, static {spread(cpu['static'])} ms, "
           f"ratio plugin/static {spread(cpu_ratios, '{:.3f}')}")
+    capacity = [1 / r for r in cpu_ratios]
+    print(f"capacity ratio plugin/static (static CPU per request / plugin's: the throughput each reaches on a CPU "
+          f"of its own): {spread(capacity, '{:.3f}')} (target >= 0.98)")
     per_pair = len(ratios) // max(args.pairs, 1)
-    pair_medians = [statistics.median(ratios[i:i + per_pair]) for i in range(0, len(ratios), per_pair)]
-    print(f"throughput ratio per pair (median of its rounds): {', '.join(f'{m:.3f}' for m in pair_medians)}")
+    for label, values in (("throughput", ratios), ("capacity", capacity)):
+        medians = [statistics.median(values[i:i + per_pair]) for i in range(0, len(values), per_pair)]
+        print(f"{label} ratio per pair (median of its rounds): {', '.join(f'{m:.3f}' for m in medians)}")
     print(
         f"token-store reads during load: {reads['store_reads']} (target 0); "
         f"refreshes: {reads['refreshes']}; cache hits: {reads['cache_hits']}"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
 import yaml
 
 from bench.overhead import static_config
@@ -101,3 +106,32 @@ def test_without_the_plugins_identity_line_the_baseline_must_drop_it_too() -> No
     run = subprocess.run([sys.executable, "-m", "bench.overhead", "--model", "claude-haiku-4.5", "--no-identity"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "add --no-baseline-identity" in run.stderr, run.stderr
+
+
+def test_both_proxies_share_one_cpu_that_alternates_and_the_load_gets_the_rest() -> None:
+    from bench.common import placement
+
+    assert placement([0, 1], 0) == ({0}, {1})
+    assert placement([0, 1], 1) == ({1}, {0})
+    assert placement([2, 5, 7], 4) == ({5}, {2, 7})
+    assert placement([3], 0) is None  # one CPU: nothing to separate
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one of them")
+def test_pinning_reaches_every_thread_of_a_running_process() -> None:
+    """A proxy's threads exist before the bench pins it: pinning only the main thread would leave them free."""
+    from bench.common import pin
+
+    code = "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(30,)).start()\n" \
+           "print('ready', flush=True)\ntime.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        target = {sorted(os.sched_getaffinity(0))[-1]}
+        pin(proc.pid, target)
+        threads = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+        assert len(threads) == 4
+        assert all(os.sched_getaffinity(t) == target for t in threads)
+    finally:
+        proc.kill()
+        proc.wait()
