@@ -79,8 +79,8 @@ def pin(pid: int, cpus: set[int]) -> None:
 def placement(cpus: Sequence[int], number: int) -> tuple[set[int], set[int]] | None:
     """Of ``cpus``, for pair ``number``: the CPU both proxies share and the rest for the load and the fake.
 
-    Sharing one CPU, the two proxies split its time evenly (the scheduler's fairness), so
-    their throughput ratio is the inverse of their work per request; neither gains by
+    Sharing one CPU, the two proxies split its time about evenly (the scheduler's fairness),
+    so their throughput ratio follows the inverse of their work per request; neither gains by
     landing on the core the load generator left idle, or by sitting beside a busier
     sibling. The proxies' CPU changes from pair to pair. None with a single CPU.
     """
