@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,27 +11,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.backends import drop_our_tables
 from tests.fake_anthropic import FakeAnthropic
-from tests.tcp_proxy import ThreadedTcpProxy, free_port
+from tests.tcp_proxy import ThreadedTcpProxy
 
-from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy, wait_for_port
+from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A Redis of our own, so stopping it does not disturb anything else."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed (scripts/services.sh installs it)"
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_for_port(port)
-    yield f"redis://127.0.0.1:{port}/0", proc
-    proc.kill()
-    proc.wait(5)
 
 
 def test_redis_stopped_mid_run_requests_keep_working(
