@@ -8,7 +8,7 @@ at the same time for ``--seconds`` (``--abba``: one after the other, A B B A), s
 the machine's drift hits both alike: on a shared 2-core VM, sequential segments of a
 few seconds differ by ±10% with nothing changed. Both proxies share one CPU, and the load
 generator and the fake get the other(s); the proxies' CPU changes every pair (``--no-pin``:
-wherever the scheduler puts them). On one CPU the proxies split its time evenly, so neither
+wherever the scheduler puts them). On one CPU the proxies split its time about evenly, so neither
 gains from landing beside an idle core or loses beside the load generator: on a 2-vCPU VM
 this cut the round-to-round spread of the ratio from a stdev of 0.094 to 0.03 (one 8 x 4
 run each, 2026-11-26). The rounds are spread over ``--pairs``

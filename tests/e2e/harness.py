@@ -195,9 +195,14 @@ def cli_login(env: dict[str, str], fake: FakeProcess | FakeAnthropic, account: s
 
 def login_and_export(env: dict[str, str], fake: FakeProcess | FakeAnthropic) -> str:
     """Log in through the CLI and return the access token (for a static-key baseline)."""
+    cli_login(env, fake)
+    return exported_access_token(env)
+
+
+def exported_access_token(env: dict[str, str]) -> str:
+    """The stored access token, as `litellm claude export --show-tokens` gives it."""
     import json
 
-    cli_login(env, fake)
     exported = subprocess.run(
         [str(LITELLM), "claude", "export", "--show-tokens"], env=env, capture_output=True, text=True, check=True
     )

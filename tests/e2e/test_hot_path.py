@@ -9,7 +9,6 @@ with the same environment serving the same requests.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +21,7 @@ from bench.overhead import static_config
 from litellm_claude_oauth.quotas import SYNC_INTERVAL_SECONDS
 from tests.fake_anthropic import FakeAnthropic
 
-from .harness import Proxy, chat, login_via_cli, proxy_env, start_proxy, stop_proxy
+from .harness import Proxy, chat, exported_access_token, login_via_cli, proxy_env, start_proxy, stop_proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +70,7 @@ def test_requests_send_no_redis_command_of_the_plugins_own(
         before_sync = commands(url)
         time.sleep(SYNC_INTERVAL_SECONDS * 1.5)
         synced = commands(url) - before_sync
-        token = json.loads(plugin.cli("export", "--show-tokens").stdout)["access_token"]
+        token = exported_access_token(env)
     finally:
         stop_proxy(plugin)
     config = tmp_path / "static.yaml"
