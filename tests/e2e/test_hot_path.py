@@ -44,15 +44,33 @@ def commands(url: str) -> Counter[str]:
     return Counter({name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()})
 
 
+def quiet(url: str) -> Counter[str]:
+    """The command counts once LiteLLM's logging of earlier requests has landed.
+
+    LiteLLM logs a request after answering it, so its Redis counters for the last requests
+    may arrive after the answer: counted at once, a warm-up request could fall into the
+    burst's window for one proxy and not the other.
+    """
+    last = commands(url)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = commands(url)
+        if all(now[k] == last[k] for k in now.keys() | last.keys() if k not in SYNC_COMMANDS | {"info"}):
+            return now
+        last = now
+    raise AssertionError("LiteLLM kept sending Redis commands with no request in flight")
+
+
 def burst(proxy: Proxy, url: str) -> tuple[Counter[str], float]:
-    """The Redis commands REQUESTS chat requests brought, and how long they took."""
+    """The Redis commands REQUESTS chat requests brought, and how long counting them took."""
     with proxy.client() as client:
         assert chat(client).status_code == 200  # warm: the token cached, connections and scripts set up
-        before = commands(url)
+        before = quiet(url)
         started = time.monotonic()
         statuses = [chat(client).status_code for _ in range(REQUESTS)]
+        sent = quiet(url) - before
         elapsed = time.monotonic() - started
-        sent = commands(url) - before
     assert statuses == [200] * REQUESTS
     sent.pop("info", None)
     return sent, elapsed
@@ -87,5 +105,7 @@ def test_requests_send_no_redis_command_of_the_plugins_own(
     assert sum(beyond_sync.values()) <= TIMER_JITTER, f"the plugin sent Redis commands per request: {beyond_sync}"
     syncs = elapsed / SYNC_INTERVAL_SECONDS + 2
     assert sum(ours[k] for k in SYNC_COMMANDS) <= SYNC_COMMANDS_PER_ACCOUNT * syncs < REQUESTS, dict(ours)
-    # Not vacuous: the quota figures do go through this Redis, in the background.
-    assert synced["hset"] >= 1 and synced["hgetall"] >= 1, dict(synced)
+    # Not vacuous: the burst's quota figures do go through this Redis, in the background (the
+    # push of its last observations may fall in the burst's window or in the wait after it).
+    shared = plugin_sent + synced
+    assert shared["hset"] >= 1 and shared["hgetall"] >= 1, dict(shared)
