@@ -48,12 +48,13 @@ PLACEHOLDER = "sk-ant-oat01-litellm-claude-oauth-placeholder"
 _MAX_REFRESHES = 2
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Attempt:
     """What the deployment hook decided for one attempt, handed to the flow through a ContextVar.
 
     The hook and the HTTP call run in the same task, so the value set in the hook is the
-    one the flow reads; a retry runs the hook again and sets it anew.
+    one the flow reads; a retry runs the hook again and sets it anew. Never changed once
+    set (not ``frozen``: that makes every request pay an ``object.__setattr__`` per field).
     """
 
     account: str | None  # the stored account chosen (None: the route's default)
@@ -90,9 +91,37 @@ def _bearer(request: httpx.Request) -> str:
     return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
-def _use(request: httpx.Request, access_token: str) -> None:
-    request.headers["authorization"] = f"Bearer {access_token}"
-    request.headers.pop("x-api-key", None)
+def _use(request: httpx.Request, access_token: str, api_key_sent: bool = True) -> None:
+    headers = request.headers
+    headers["authorization"] = f"Bearer {access_token}"
+    if api_key_sent and "x-api-key" in headers:  # pop() would raise and catch a KeyError when it is absent
+        del headers["x-api-key"]
+
+
+_WATCHED = frozenset((b"user-agent", b"authorization", b"x-api-key"))
+_PLACEHOLDER_BYTES = PLACEHOLDER.encode()
+
+
+def _text(value: bytes) -> str:
+    # httpx encodes a str it is given as UTF-8 (on a request none of whose headers were read as str).
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _sent(headers: httpx.Headers) -> dict[bytes, bytes]:
+    """The request's user-agent and credential headers, by lower-case name, read in one pass.
+
+    From the raw list, on purpose: httpx's first str lookup on a new request decodes every
+    header to pick an encoding, and each lookup scans them all again.
+    """
+    found: dict[bytes, bytes] = {}
+    for key, value in headers.raw:
+        name = key.lower()
+        if name in _WATCHED:
+            found[name] = found[name] + b", " + value if name in found else value  # as httpx joins repeats
+    return found
 
 
 def explain(response: httpx.Response, message: str) -> None:
@@ -117,12 +146,15 @@ def explain(response: httpx.Response, message: str) -> None:
     response.headers.pop("content-encoding", None)
 
 
-def _carries_foreign_credential(request: httpx.Request) -> bool:
-    """The client's own login or API key, forwarded by LiteLLM (its /v1/messages does that itself)."""
-    bearer = _bearer(request)
-    if bearer and bearer != PLACEHOLDER:
+def _carries_foreign_credential(sent: dict[bytes, bytes]) -> bool:
+    """The client's own login or API key, forwarded by LiteLLM (its /v1/messages does that itself).
+
+    ``sent``: from :func:`_sent`.
+    """
+    bearer = sent.get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+    if bearer and bearer != _PLACEHOLDER_BYTES:
         return True
-    return bool(request.headers.get("x-api-key"))
+    return bool(sent.get(b"x-api-key"))
 
 
 @dataclass
@@ -184,9 +216,10 @@ class ClaudeOAuthFlow(httpx.Auth):
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         attempt = current_attempt.get() or Attempt(account=self.account)
+        sent = _sent(request.headers)
         # Say who we are (LiteLLM would say only "litellm/<ver>"); never a Claude Code user agent.
         agent = self.manager.settings.user_agent
-        current_agent = request.headers.get("user-agent", "")
+        current_agent = _text(sent.get(b"user-agent", b""))
         if not current_agent.startswith(agent):
             request.headers["user-agent"] = f"{agent} {current_agent}".strip()
         target = origin(request.url)
@@ -203,7 +236,7 @@ class ClaudeOAuthFlow(httpx.Auth):
             request.headers.pop("authorization", None)
             request.headers.pop("x-api-key", None)
             request.headers[header] = value
-        if attempt.client_credential is not None or _carries_foreign_credential(request):
+        if attempt.client_credential is not None or _carries_foreign_credential(sent):
             # The client's own credential: forwarded once, as is, never refreshed, rested or retried.
             metrics.passthrough_request()
             yield request
@@ -216,20 +249,22 @@ class ClaudeOAuthFlow(httpx.Auth):
         else:
             account = self.manager.account_id(attempt.account)
             tokens = await self.manager.get_tokens(account)
-        _use(request, tokens.access)
+        _use(request, tokens.access, api_key_sent=b"x-api-key" in sent)
 
-        state = _Retries(account=account)
+        state: _Retries | None = None  # only an error needs one: most requests end at the first answer
         while True:
             response = yield request
             # Every answer carries the account's rate-limit windows, 200s too: no I/O here.
-            self.manager.quotas.note(state.account, response.headers)
-            metrics.upstream_status(state.account, response.status_code)
+            self.manager.quotas.note(account, response.headers)
+            metrics.upstream_status(account, response.status_code)
             if response.status_code < 400:
                 return
             await response.aread()
+            state = state or _Retries(account=account)
             access = await self._next_access(response, request, attempt, state)
             if access is None:
                 return
+            account = state.account  # a pool may have moved the request to another account
             _use(request, access)
 
     async def _next_access(

@@ -111,6 +111,8 @@ class AccountHealth:
 
     def cooldown(self, account: str, family: str | None = None) -> Cooldown | None:
         """The account's rest, or its rest for ``family`` when only that family is limited."""
+        if not self._cooldowns and not self._family_cooldowns:
+            return None  # every request asks; almost always nothing rests
         now = self._clock()
         found = self._live(self._cooldowns, account, now)
         if family is not None:

@@ -28,7 +28,9 @@ Importing this module also mounts ``/auth/claude/oauth/*`` on the proxy's app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +50,8 @@ from .upstream_headers import remember as remember_headers
 log = logging.getLogger(__name__)
 
 _CLIENT_CREDENTIAL_PREFIX = "sk-ant-"
+# How often the hook makes sure its background work (change feed, alert monitor) still runs.
+_UPKEEP_SECONDS = 10.0
 
 
 def request_headers(raw_headers: Mapping[str, Any] | None) -> dict[str, str]:
@@ -89,8 +93,11 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         self._manager = manager
         self._pool: Pool | None = None
         self._clients: dict[Route, litellm_api.AuthedAsyncHTTPHandler] = {}
+        # Without an account map a marker always means the same route: parsed once.
+        self._routes: dict[str, tuple[Route, litellm_api.AuthedAsyncHTTPHandler]] = {}
         self._refused = RefusalMemo()
         self._checked_store = False  # once: is the token store encrypted?
+        self._upkept: tuple[asyncio.AbstractEventLoop | None, float] = (None, 0.0)
 
     @property
     def manager(self) -> TokenManager:
@@ -104,6 +111,41 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
 
     def _account_changed(self, _account: str) -> None:
         self.pool.forget_members()
+
+    def _route(self, api_key: str, kwargs: Mapping[str, Any], account_map: Mapping[str, str]) -> tuple[
+        Route, litellm_api.AuthedAsyncHTTPHandler
+    ]:
+        if not account_map:
+            found = self._routes.get(api_key)
+            if found is None:
+                route = route_for(api_key, None, account_map)
+                assert route is not None  # api_key is a marker
+                found = self._routes[api_key] = (route, self._client(route))
+            return found
+        # Who the caller is matters only to an account map.
+        identity = caller_identity(kwargs.get("litellm_metadata") or kwargs.get("metadata") or {})
+        route = route_for(api_key, identity, account_map)
+        assert route is not None
+        return route, self._client(route)
+
+    def _upkeep(self, manager: TokenManager) -> None:
+        """Make sure this loop follows other processes' changes and runs the alert monitor.
+
+        Once per event loop, then every few seconds (a task that died is started again);
+        not on every request: each check costs more than the rest of a cached-token hook.
+        """
+        loop, due = self._upkept
+        now = time.monotonic()
+        if loop is asyncio.get_running_loop() and now < due:
+            return
+        self._upkept = (asyncio.get_running_loop(), now + _UPKEEP_SECONDS)
+        manager.listen_for_changes(on_change=self._account_changed)
+        manager.alerts.start_monitor(manager, manager.quotas)  # checks every few minutes
+        if not self._checked_store:
+            self._checked_store = True
+            if not manager.store.encrypted:
+                log.warning("Claude OAuth: tokens are stored unencrypted in %s; set CLAUDE_TOKEN_ENCRYPTION_KEY "
+                            "(openssl rand -hex 32)", manager.store.location)
 
     def _client(self, route: Route) -> litellm_api.AuthedAsyncHTTPHandler:
         # One pooled client per route, reused: connection reuse is most of the hot path.
@@ -182,6 +224,13 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
             prefix = "Claude OAuth is misconfigured" if misconfigured else "Claude OAuth credentials unavailable"
             raise litellm_api.service_unavailable_error(f"{prefix}: {exc}", model) from None
 
+    def redact_standard_logging_payload_from_model_call_details(self, model_call_details: dict[str, Any]) -> dict[
+        str, Any
+    ]:
+        # LiteLLM calls this on every success, before our (no-op) success logging: the base
+        # imports three modules to prepare a redacted copy that nothing here reads.
+        return model_call_details
+
     async def async_post_call_failure_hook(
         self,
         request_data: dict[str, Any],
@@ -205,23 +254,12 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
     ) -> dict[str, Any]:
         manager = self.manager
         settings = manager.settings
-        # Who the caller is matters only to an account map: most proxies have none.
-        identity = None
-        if settings.account_map:
-            identity = caller_identity(kwargs.get("litellm_metadata") or kwargs.get("metadata") or {})
-        route = route_for(api_key, identity, settings.account_map)
-        assert route is not None  # api_key is a marker
-        manager.listen_for_changes(on_change=self._account_changed)
-        manager.alerts.start_monitor(manager, manager.quotas)  # once per loop: checks every few minutes
-        if not self._checked_store:
-            self._checked_store = True
-            if not manager.store.encrypted:
-                log.warning("Claude OAuth: tokens are stored unencrypted in %s; set CLAUDE_TOKEN_ENCRYPTION_KEY "
-                            "(openssl rand -hex 32)", manager.store.location)
+        route, client = self._route(api_key, kwargs, settings.account_map)
+        self._upkeep(manager)
 
         # Always the configured upstream, never one from the request body (audit H3).
         kwargs["api_base"] = (configured or {}).get("api_base") or settings.api_base
-        kwargs["client"] = self._client(route)
+        kwargs["client"] = client
         kwargs["api_key"] = PLACEHOLDER
         family = model_family(model)
 
@@ -237,19 +275,20 @@ class ClaudeOAuthHandler(litellm_api.CustomLogger):
         if settings.passthrough == "required":
             raise OwnLoginRequired()
         session = session_key(headers, kwargs.get("metadata"))
-        account, tokens = await self._choose(route, family, session)
+        account, tokens = await self._choose(manager, route, family, session)
         current_attempt.set(Attempt(account=account, family=family, session=session, call_id=call_id, tokens=tokens))
         if settings.system_prompt:
             add_identity(kwargs, settings.system_prompt, call_type)
         return kwargs
 
-    async def _choose(self, route: Route, family: str | None, session: str | None) -> tuple[str, TokenSet]:
+    async def _choose(
+        self, manager: TokenManager, route: Route, family: str | None, session: str | None
+    ) -> tuple[str, TokenSet]:
         """The account and its fresh tokens; fails here, with the hint, when it is not logged in or resting."""
-        manager = self.manager
         if route.pool:
             return await self.pool.next_tokens(family=family, session=session)
         account = manager.account_id(route.account)
-        tokens = await manager.get_tokens(account)
+        tokens = manager.cached_tokens(account) or await manager.get_tokens(account)
         if (cooldown := manager.health.cooldown(account, family)) is not None:
             raise AllAccountsCoolingDown(cooldown, pool=False)
         return account, tokens

@@ -223,11 +223,18 @@ class TokenManager:
     async def get_access_token(self, account: str | None = None) -> str:
         return (await self.get_tokens(account)).access
 
-    async def get_tokens(self, account: str | None = None) -> TokenSet:
-        # Once a request (the hook): a name found in the cache was validated when it got there.
+    def cached_tokens(self, account: str | None = None) -> TokenSet | None:
+        """The account's tokens if this process holds them fresh, without a coroutine (the hook's common case)."""
+        # A name found in the cache was validated when it got there.
         tokens = self._cache.get(account or self.settings.default_account)
         if tokens is not None and not tokens.needs_refresh(self.settings.refresh_margin_seconds, self._clock()):
             self.stats.cache_hits += 1
+            return tokens
+        return None
+
+    async def get_tokens(self, account: str | None = None) -> TokenSet:
+        tokens = self.cached_tokens(account)
+        if tokens is not None:
             return tokens
         return await self._single_flight(self.account_id(account), force=False, stale_access=None)
 

@@ -49,7 +49,7 @@ _MAX_SESSIONS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Whose tokens a deployment uses; the hook keeps one HTTP client per route (hashed on every request)."""
+    """Whose tokens a deployment uses; the hook keeps one HTTP client per route."""
 
     account: str | None = None  # None: the default account
     pool: bool = False

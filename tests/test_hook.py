@@ -234,6 +234,43 @@ async def test_a_credential_litellm_forwarded_itself_is_left_alone(
     assert (await manager.load()).cooldown_until is None
 
 
+@pytest.mark.parametrize("forwarded", [
+    {"X-Api-Key": "sk-ant-api03-CLIENT"},  # any case: header names are case-insensitive
+    {"authorization": f"Bearer {PLACEHOLDER}", "x-api-key": "sk-ant-api03-CLIENT"},
+])
+async def test_a_forwarded_api_key_is_seen_in_any_case_and_left_alone(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, forwarded: dict[str, str]
+) -> None:
+    """The flow reads the request's headers in one raw pass: names compare lower-cased, as httpx's lookups do."""
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    async with httpx.AsyncClient(transport=transport, auth=flow_for(manager)) as client:
+        await client.post(f"{API}/v1/messages", json={}, headers=forwarded)
+    assert seen[0].headers["x-api-key"] == "sk-ant-api03-CLIENT"
+    assert "sk-ant-oat01-access" not in seen[0].headers.get("authorization", "")
+
+
+async def test_an_empty_api_key_header_is_not_a_credential_and_does_not_go_upstream(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    await send(flow_for(manager), transport, headers={"x-api-key": ""})
+    assert bearer(seen[0]) == "sk-ant-oat01-access1"
+    assert "x-api-key" not in seen[0].headers
+
+
+async def test_a_non_ascii_user_agent_keeps_its_text_behind_ours(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint
+) -> None:
+    await logged_in(manager, token_endpoint)
+    transport, seen = upstream(lambda r, n: httpx.Response(200, json={}))
+    async with httpx.AsyncClient(transport=transport, auth=flow_for(manager)) as client:
+        await client.post(f"{API}/v1/messages", json={}, headers={"user-agent": "tool/1 (café)".encode()})
+    agent = dict((k.lower(), v) for k, v in seen[0].headers.raw)[b"user-agent"]
+    assert agent.startswith(b"litellm-claude-oauth/") and agent.endswith("tool/1 (café)".encode())
+
+
 # -- identity block ------------------------------------------------------------------
 
 BILLING = {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332.abc; cc_entrypoint=cli; cch=12345;"}
@@ -431,3 +468,40 @@ async def test_the_flow_sends_the_tokens_the_hook_chose_without_looking_them_up_
         current_attempt.reset(token)
     assert bearer(seen[0]) == chosen.access
     assert "sk-ant" not in repr(Attempt(account="default", tokens=chosen))
+
+
+async def test_the_hook_restarts_a_dead_change_feed_within_its_upkeep_interval(
+    manager: TokenManager, token_endpoint: FakeTokenEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Background work is checked once per loop and then every few seconds, not on every request."""
+    from litellm_claude_oauth import hook
+    from litellm_claude_oauth.hook import ClaudeOAuthHandler
+
+    await logged_in(manager, token_endpoint)
+    handler = ClaudeOAuthHandler(manager)
+    now = [1000.0]
+    monkeypatch.setattr(hook.time, "monotonic", lambda: now[0])
+    checks: list[int] = []
+    monkeypatch.setattr(manager, "listen_for_changes", lambda on_change=None: checks.append(1))
+
+    async def request() -> None:
+        kwargs = {"model": "anthropic/claude-haiku-4-5-20251001", "api_key": "claude-oauth", "messages": []}
+        assert await handler.async_pre_call_deployment_hook(kwargs, "acompletion") is not None
+
+    for _ in range(3):
+        await request()
+    assert len(checks) == 1
+    now[0] += hook._UPKEEP_SECONDS
+    await request()
+    assert len(checks) == 2
+
+
+def test_our_success_logging_gets_the_payload_as_is_never_a_redacted_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin logs nothing: LiteLLM's per-success redaction copy would be built only to be dropped."""
+    import litellm
+
+    from litellm_claude_oauth.hook import ClaudeOAuthHandler
+
+    monkeypatch.setattr(litellm, "standard_logging_payload_excluded_fields", ["messages"], raising=False)
+    details = {"standard_logging_object": {"messages": ["hi"], "model": "m"}, "litellm_params": {}}
+    assert ClaudeOAuthHandler().redact_standard_logging_payload_from_model_call_details(details) is details
