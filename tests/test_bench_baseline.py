@@ -135,3 +135,20 @@ def test_pinning_reaches_every_thread_of_a_running_process() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_the_hot_path_bench_drives_the_real_hook_and_flow(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.hot_path prices our code only if each step really runs it: the token lands on the wire."""
+    from bench import hot_path
+
+    for name in ("CLAUDE_TOKEN_FILE", "CLAUDE_TOKEN_ENCRYPTION_KEY", "CLAUDE_API_BASE"):
+        monkeypatch.setenv(name, "")  # steps() sets them; monkeypatch puts them back
+    found = await hot_path.steps(tmp_path)
+    assert set(found) == {"baseline", "hook", "all"}
+    kwargs, _request = await found["hook"]()
+    assert kwargs["api_key"] != "claude-oauth" and kwargs["client"] is not None
+    sent = await found["all"]()
+    assert sent.headers["authorization"] == "Bearer sk-ant-oat01-" + "a" * 80
+    assert sent.headers["user-agent"].startswith("litellm-claude-oauth/")
+    baseline = await found["baseline"]()
+    assert "litellm-claude-oauth" not in baseline.headers["user-agent"]
