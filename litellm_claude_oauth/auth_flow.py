@@ -91,11 +91,8 @@ def _bearer(request: httpx.Request) -> str:
     return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
-def _use(request: httpx.Request, access_token: str, api_key_sent: bool = True) -> None:
-    headers = request.headers
-    headers["authorization"] = f"Bearer {access_token}"
-    if api_key_sent and "x-api-key" in headers:  # pop() would raise and catch a KeyError when it is absent
-        del headers["x-api-key"]
+def _use(request: httpx.Request, access_token: str) -> None:
+    request.headers["authorization"] = f"Bearer {access_token}"
 
 
 _WATCHED = frozenset((b"user-agent", b"authorization", b"x-api-key"))
@@ -249,7 +246,9 @@ class ClaudeOAuthFlow(httpx.Auth):
         else:
             account = self.manager.account_id(attempt.account)
             tokens = await self.manager.get_tokens(account)
-        _use(request, tokens.access, api_key_sent=b"x-api-key" in sent)
+        if b"x-api-key" in sent:  # only ours goes upstream; a re-send reuses this request, so once is enough
+            del request.headers["x-api-key"]
+        _use(request, tokens.access)
 
         state: _Retries | None = None  # only an error needs one: most requests end at the first answer
         while True:
